@@ -1,0 +1,207 @@
+"""The batch script of a server job: the one place its text is built.
+
+Pure functions from a checked :class:`~carme_spawner.options.SpawnRequest` and the site's
+:class:`JobSite` to the script that sbatch receives. SLURM reads the ``#SBATCH`` lines itself
+(not through bash), so every directive value is validated to plain characters; the command line
+is shell-quoted. Environment variable values never enter the script, only their names.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+import slurm_templates
+
+from .options import (
+    IMAGE_ID,
+    PARTITION_NAME,
+    RESERVATION_NAME,
+    SpawnRequest,
+    format_runtime,
+    validate_image_reference,
+)
+
+JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+JOB_COMMENT = re.compile(r"[A-Za-z0-9_.:/@-]{0,200}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+EXTRA_SBATCH = re.compile(r"--([a-z][a-z0-9-]*)(=[A-Za-z0-9_.:,/=+-]+)?")
+_PATH = re.compile(r"/[A-Za-z0-9_.@+/-]*")
+_OUTPUT_PATH = re.compile(r"/[A-Za-z0-9_.@+/%-]*")  # may use SLURM's filename patterns (%j, %u, ...)
+_BIND = re.compile(r"(?P<src>[^:]+)(?::(?P<dst>[^:]+)(?::(?P<mode>ro|rw))?)?")
+_RUNTIMES = ("apptainer", "singularity")
+_MAX_PATH = 4096
+#: --export keywords that are not variable names
+_EXPORT_KEYWORDS = ("ALL", "NONE", "NIL")
+#: options Carme sets itself; a site must not set them again through extra_sbatch
+_OWN_OPTIONS = (
+    "job-name", "comment", "partition", "time", "nodes", "ntasks", "cpus-per-task", "mem",
+    "gres", "gpus", "reservation", "output", "error", "chdir", "export", "wrap",
+)
+
+
+@dataclass(frozen=True)
+class JobSite:
+    """Site settings for server jobs (the spawner's traitlets map onto these)."""
+
+    job_name: str
+    comment: str
+    workdir: str
+    output_path: str
+    container_runtime: str
+    binds: tuple[str, ...]
+    export_env: tuple[str, ...]
+    launcher: tuple[str, ...]
+    singleuser_cmd: tuple[str, ...]
+    extra_sbatch: tuple[str, ...] = ()
+
+
+def render_batch_script(
+    request: SpawnRequest,
+    site: JobSite,
+    template_dir: Path | None = None,
+    template_name: str = "carme_job.sh.j2",
+) -> str:
+    """The batch script for `request` on `site`, from the Jinja template `template_name`."""
+    validate_job_site(site)
+    validate_request(request)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir or slurm_templates.TEMPLATE_DIR)),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["q"] = shlex.quote
+    return env.get_template(template_name).render(
+        directives=_directives(request, site),
+        command=[*site.launcher, *_container_command(request, site)],
+        request=request,
+        site=site,
+    )
+
+
+def sbatch_directives(request: SpawnRequest, site: JobSite) -> list[str]:
+    """The "--name=value" options for the #SBATCH lines."""
+    validate_job_site(site)
+    validate_request(request)
+    return _directives(request, site)
+
+
+def container_command(request: SpawnRequest, site: JobSite) -> list[str]:
+    """The argv that starts the single-user server inside the container."""
+    validate_job_site(site)
+    validate_request(request)
+    return _container_command(request, site)
+
+
+def _directives(request: SpawnRequest, site: JobSite) -> list[str]:
+    directives = [f"--job-name={site.job_name}"]
+    if site.comment:
+        directives.append(f"--comment={site.comment}")
+    directives += [
+        f"--partition={request.partition}",
+        f"--time={format_runtime(request.runtime_minutes)}",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--cpus-per-task={request.cpus}",
+        f"--mem={request.memory_mb}M",
+    ]
+    if request.gpus > 0:
+        directives.append(f"--gres=gpu:{request.gpus}")
+    if request.reservation:
+        directives.append(f"--reservation={request.reservation}")
+    directives += [
+        f"--output={site.output_path}",
+        f"--chdir={site.workdir}",
+        f"--export={','.join(site.export_env) or 'NONE'}",
+        *site.extra_sbatch,
+    ]
+    return directives
+
+
+def _container_command(request: SpawnRequest, site: JobSite) -> list[str]:
+    command = [site.container_runtime, "exec"]
+    if request.gpus > 0:
+        command.append("--nv")
+    if site.binds:
+        command += ["--bind", ",".join(site.binds)]
+    return [*command, request.image, *site.singleuser_cmd]
+
+
+def validate_job_site(site: JobSite) -> JobSite:
+    """Return `site` if every field is safe for the batch script; else ValueError naming the field."""
+    _require_match("job_name", site.job_name, JOB_NAME, "[A-Za-z0-9_.-]{1,128}")
+    _require_match("comment", site.comment, JOB_COMMENT, "[A-Za-z0-9_.:/@-]{0,200}")
+    _require_path("workdir", site.workdir, _PATH)
+    _require_path("output_path", site.output_path, _OUTPUT_PATH)
+    runtime = site.container_runtime
+    if runtime not in _RUNTIMES:
+        _require_path("container_runtime", runtime, _PATH)
+        if runtime.rsplit("/", 1)[-1] not in _RUNTIMES:
+            rule = "must be apptainer or singularity or an absolute path to one"
+            raise ValueError(f"container_runtime: {rule}, got {runtime!r:.80}")
+    for i, bind in enumerate(_tuple_of_str("binds", site.binds)):
+        match = _BIND.fullmatch(bind)
+        if not match:
+            raise ValueError(f"binds[{i}]: use src, src:dst or src:dst:ro|rw, got {bind!r:.80}")
+        for part in ("src", "dst"):
+            if match[part] is not None:
+                _require_path(f"binds[{i}]", match[part], _PATH)
+    for i, name in enumerate(_tuple_of_str("export_env", site.export_env)):
+        _require_match(f"export_env[{i}]", name, ENV_NAME, "[A-Za-z_][A-Za-z0-9_]*")
+        if name in _EXPORT_KEYWORDS:
+            raise ValueError(f"export_env[{i}]: {name} is an sbatch --export keyword, not a variable name")
+    for field in ("launcher", "singleuser_cmd"):
+        for i, arg in enumerate(_tuple_of_str(field, getattr(site, field))):
+            if len(arg) > _MAX_PATH or not arg.isprintable():
+                raise ValueError(f"{field}[{i}]: must be printable and at most {_MAX_PATH} characters")
+    if not site.singleuser_cmd:
+        raise ValueError("singleuser_cmd: must not be empty")
+    for i, option in enumerate(_tuple_of_str("extra_sbatch", site.extra_sbatch)):
+        match = _require_match(f"extra_sbatch[{i}]", option, EXTRA_SBATCH,
+                               "--name or --name=value with value characters A-Za-z0-9_.:,/=+-")
+        if match[1] in _OWN_OPTIONS:
+            raise ValueError(f"extra_sbatch[{i}]: --{match[1]} is set by Carme itself")
+    return site
+
+
+def validate_request(request: SpawnRequest) -> SpawnRequest:
+    """Return `request` if its fields are safe for the batch script (parse_options makes such requests)."""
+    for field, minimum in (("gpus", 0), ("cpus", 1), ("memory_mb", 1), ("runtime_minutes", 1)):
+        value = getattr(request, field)
+        if type(value) is not int or value < minimum:
+            raise ValueError(f"request.{field}: must be a whole number >= {minimum}, got {value!r}")
+    _require_match("request.partition", request.partition, PARTITION_NAME, "[A-Za-z0-9_-]{1,64}")
+    if request.reservation is not None:
+        _require_match("request.reservation", request.reservation, RESERVATION_NAME,
+                       "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+    _require_match("request.image_id", request.image_id, IMAGE_ID, "[a-z0-9][a-z0-9_.-]{0,63}")
+    try:
+        validate_image_reference(request.image)
+    except ValueError as e:
+        raise ValueError(f"request.image: {e}") from None
+    return request
+
+
+def _require_match(field: str, value: object, pattern: re.Pattern, rule: str) -> re.Match:
+    match = pattern.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{field}: must match {rule}, got {value!r:.80}")
+    return match
+
+
+def _require_path(field: str, value: object, pattern: re.Pattern) -> None:
+    if not isinstance(value, str) or len(value) > _MAX_PATH or not pattern.fullmatch(value):
+        raise ValueError(f"{field}: must be an absolute path of plain characters, got {value!r:.80}")
+    if ".." in value.split("/"):
+        raise ValueError(f"{field}: must not contain '..', got {value!r:.80}")
+
+
+def _tuple_of_str(field: str, values: object) -> tuple[str, ...]:
+    if not isinstance(values, (tuple, list)) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{field}: must be a tuple of strings, got {values!r:.80}")
+    return tuple(values)

@@ -1,0 +1,316 @@
+"""Spawn options: the one place where user input for a server is checked.
+
+Every spawn (options form, REST API, services) goes through :func:`parse_options`, which turns
+untrusted input into a :class:`SpawnRequest` safe for a batch script, or raises :class:`OptionsError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+
+KNOWN_OPTIONS = ("gpus", "image", "partition", "reservation", "runtime")
+
+PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+IMAGE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_IMAGE_PATH = re.compile(r"/[A-Za-z0-9_./+-]*\.sif")
+_IMAGE_URI = re.compile(r"(docker|oras|library)://[A-Za-z0-9_./:@+-]+")
+_MAX_IMAGE_REFERENCE = 512
+
+_DIGITS = re.compile(r"[0-9]{1,3}")
+_RUNTIME_MINUTES = re.compile(r"[0-9]{1,6}")
+_RUNTIME_CLOCK = re.compile(r"([0-9]{1,4}):([0-5][0-9])(?::([0-5][0-9]))?")  # H:MM or H:MM:SS
+_RUNTIME_DAYS = re.compile(r"([0-9]{1,3})-([01]?[0-9]|2[0-3])(?::([0-5][0-9]))?")  # D-HH or D-HH:MM
+_MAX_RUNTIME_TEXT = 16
+
+
+class OptionsError(ValueError):
+    """Bad spawn option: .field names the field, str() says field + rule + limit."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PartitionPolicy:
+    """What one SLURM partition allows a single server."""
+
+    name: str
+    max_gpus: int
+    max_runtime_minutes: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SpawnLimits:
+    """Site limits for one user's server; check them once with :func:`validate_limits`."""
+
+    partitions: tuple[PartitionPolicy, ...]
+    max_gpus: int
+    max_runtime_minutes: int
+    default_runtime_minutes: int
+    cpus_per_gpu: int
+    memory_mb_per_gpu: int
+    min_cpus: int
+    min_memory_mb: int
+    interactive_max_gpus: int
+    interactive_max_runtime_minutes: int
+    routing_small_partition: str
+    routing_large_partition: str
+    allowed_images: Mapping[str, str]
+    default_image: str
+
+    def __post_init__(self):
+        # freeze the containers too, so nothing changes after validation
+        object.__setattr__(self, "partitions", tuple(self.partitions))
+        object.__setattr__(self, "allowed_images", MappingProxyType(dict(self.allowed_images)))
+
+    def partition(self, name: str) -> PartitionPolicy | None:
+        """The policy of the partition called `name`, if there is one."""
+        return next((p for p in self.partitions if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """A checked request for one server job."""
+
+    gpus: int
+    cpus: int
+    memory_mb: int
+    partition: str
+    runtime_minutes: int
+    reservation: str | None
+    image_id: str
+    image: str
+    routing_reason: str
+
+
+def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
+    """Check untrusted spawn options against `limits`; raise OptionsError on the first problem."""
+    if not isinstance(raw, Mapping):
+        raise OptionsError("options", f"must be a mapping of option names to values, got {_describe(raw)}")
+    for key in raw:
+        if key not in KNOWN_OPTIONS:
+            field = key if isinstance(key, str) and key.isprintable() and len(key) <= 40 else _describe(key)
+            raise OptionsError(field, f"unknown option; allowed: {', '.join(KNOWN_OPTIONS)}")
+    given = {key: value for key, value in raw.items() if value is not None and value != ""}
+
+    gpus = _parse_gpus(given.get("gpus", 0))
+    runtime = _parse_runtime(given.get("runtime", limits.default_runtime_minutes))
+    _check_user_limits(gpus, runtime, limits)
+    if "partition" in given:
+        partition = _parse_partition(given["partition"], limits)
+        reason = "requested explicitly"
+    else:
+        partition, reason = _route(gpus, runtime, limits)
+    _check_partition_limits(gpus, runtime, partition)
+    reservation = _parse_reservation(given.get("reservation"))
+    image_id = _parse_image(given.get("image", limits.default_image), limits)
+
+    return SpawnRequest(
+        gpus=gpus,
+        cpus=max(limits.min_cpus, gpus * limits.cpus_per_gpu),
+        memory_mb=max(limits.min_memory_mb, gpus * limits.memory_mb_per_gpu),
+        partition=partition.name,
+        runtime_minutes=runtime,
+        reservation=reservation,
+        image_id=image_id,
+        image=limits.allowed_images[image_id],
+        routing_reason=reason,
+    )
+
+
+def options_from_form_data(formdata: Mapping[str, list[str]]) -> dict:
+    """Form data ({name: [str, ...]}) as options: first non-empty value of known keys, others as-is."""
+    options = {}
+    for key, values in formdata.items():
+        if key not in KNOWN_OPTIONS:
+            options[key] = values
+            continue
+        value = values if isinstance(values, str) else (values[0] if values else "")
+        if not (isinstance(value, str) and value.strip() == ""):
+            options[key] = value
+    return options
+
+
+def format_runtime(minutes: int) -> str:
+    """SLURM's --time value for `minutes`: "D-HH:MM:00" or "HH:MM:00"."""
+    if type(minutes) is not int or minutes < 1:
+        raise ValueError(f"runtime must be a whole number of minutes >= 1, got {minutes!r}")
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    clock = f"{hours:02d}:{mins:02d}:00"
+    return f"{days}-{clock}" if days else clock
+
+
+def format_duration(minutes: int) -> str:
+    """`minutes` in plain words: "45 min", "1 h 30 min", "7 days"."""
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [f"{days} day" + ("s" if days != 1 else "")] if days else []
+    parts += [f"{hours} h"] if hours else []
+    parts += [f"{mins} min"] if mins or not parts else []
+    return " ".join(parts)
+
+
+def validate_image_reference(ref: str) -> str:
+    """Return `ref` if it is an absolute .sif path or a docker/oras/library URI; else ValueError."""
+    if not isinstance(ref, str) or len(ref) > _MAX_IMAGE_REFERENCE:
+        raise ValueError(f"image reference must be a string of at most {_MAX_IMAGE_REFERENCE} characters")
+    if _IMAGE_URI.fullmatch(ref) or (_IMAGE_PATH.fullmatch(ref) and ".." not in ref.split("/")):
+        return ref
+    raise ValueError(
+        "image reference must be an absolute path ending in .sif (characters A-Za-z0-9_./+-, no '..')"
+        " or a docker://, oras:// or library:// URI (characters A-Za-z0-9_./:@+-)"
+        f"; got {_describe(ref)}"
+    )
+
+
+def validate_limits(limits: SpawnLimits) -> SpawnLimits:
+    """Return `limits` if they are consistent; else ValueError naming the field."""
+    if not limits.partitions:
+        raise ValueError("partitions: at least one partition is needed")
+    names = [p.name for p in limits.partitions]
+    for i, policy in enumerate(limits.partitions):
+        field = f"partitions[{i}]"
+        if not isinstance(policy, PartitionPolicy):
+            raise ValueError(f"{field}: must be a PartitionPolicy")
+        if not isinstance(policy.name, str) or not PARTITION_NAME.fullmatch(policy.name):
+            raise ValueError(f"{field}.name: must match [A-Za-z0-9_-]{{1,64}}, got {_describe(policy.name)}")
+        if policy.name in names[:i]:
+            raise ValueError(f"{field}.name: partition {policy.name!r} is listed twice")
+        _require_int(f"{field}.max_gpus", policy.max_gpus, 0)
+        _require_int(f"{field}.max_runtime_minutes", policy.max_runtime_minutes, 1)
+    for name in ("max_gpus", "cpus_per_gpu", "memory_mb_per_gpu", "interactive_max_gpus"):
+        _require_int(name, getattr(limits, name), 0)
+    for name in ("max_runtime_minutes", "default_runtime_minutes", "min_cpus", "min_memory_mb",
+                 "interactive_max_runtime_minutes"):
+        _require_int(name, getattr(limits, name), 1)
+    if limits.default_runtime_minutes > limits.max_runtime_minutes:
+        raise ValueError("default_runtime_minutes: must not be above max_runtime_minutes")
+    for name in ("routing_small_partition", "routing_large_partition"):
+        if getattr(limits, name) not in names:
+            raise ValueError(f"{name}: {getattr(limits, name)!r} is not one of the partitions {names}")
+    for image_id, ref in limits.allowed_images.items():
+        if not isinstance(image_id, str) or not IMAGE_ID.fullmatch(image_id):
+            rule = "[a-z0-9][a-z0-9_.-]{0,63}"
+            raise ValueError(f"allowed_images: id {_describe(image_id)} must match {rule}")
+        try:
+            validate_image_reference(ref)
+        except ValueError as e:
+            raise ValueError(f"allowed_images[{image_id!r}]: {e}") from None
+    if limits.default_image not in limits.allowed_images:
+        raise ValueError(f"default_image: {limits.default_image!r} is not in allowed_images")
+    return limits
+
+
+def _parse_gpus(value: Any) -> int:
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip(" ")):
+        value = int(value.strip(" "))
+    if type(value) is not int:
+        raise OptionsError("gpus", f"must be a whole number of GPUs, 0 or more (got {_describe(value)})")
+    if value < 0:
+        raise OptionsError("gpus", f"must be 0 or more (got {_describe(value)})")
+    return value
+
+
+def _parse_runtime(value: Any) -> int:
+    minutes = None
+    if type(value) is int:
+        minutes = value
+    elif isinstance(value, str) and len(value) <= _MAX_RUNTIME_TEXT:
+        minutes = _runtime_text_minutes(value.strip(" "))
+    if minutes is None:
+        raise OptionsError("runtime", f"use minutes or H:MM, D-HH:MM (got {_describe(value)})")
+    if minutes < 1:
+        raise OptionsError("runtime", f"must be at least 1 minute (got {_describe(value)})")
+    return minutes
+
+
+def _runtime_text_minutes(text: str) -> int | None:
+    if match := _RUNTIME_MINUTES.fullmatch(text):
+        return int(match[0])
+    if match := _RUNTIME_CLOCK.fullmatch(text):
+        hours, mins, secs = int(match[1]), int(match[2]), int(match[3] or 0)
+        return hours * 60 + mins + (1 if secs else 0)
+    if match := _RUNTIME_DAYS.fullmatch(text):
+        days, hours, mins = int(match[1]), int(match[2]), int(match[3] or 0)
+        return (days * 24 + hours) * 60 + mins
+    return None
+
+
+def _parse_partition(value: Any, limits: SpawnLimits) -> PartitionPolicy:
+    policy = limits.partition(value) if isinstance(value, str) else None
+    if policy is None:
+        choices = ", ".join(p.name for p in limits.partitions)
+        raise OptionsError("partition", f"unknown partition {_describe(value)}; choose one of {choices}")
+    return policy
+
+
+def _route(gpus: int, runtime: int, limits: SpawnLimits) -> tuple[PartitionPolicy, str]:
+    small = limits.routing_small_partition
+    max_gpus, max_minutes = limits.interactive_max_gpus, limits.interactive_max_runtime_minutes
+    fits = gpus <= max_gpus and runtime <= max_minutes
+    bounds = f"<= {_gpus_text(max_gpus)}, <= {format_duration(max_minutes)}"
+    verdict = "fits" if fits else "exceeds"
+    reason = f"{_gpus_text(gpus)} for {format_duration(runtime)} {verdict} the {small} limits ({bounds})"
+    return limits.partition(small if fits else limits.routing_large_partition), reason  # see validate_limits
+
+
+def _check_user_limits(gpus: int, minutes: int, limits: SpawnLimits) -> None:
+    if gpus > limits.max_gpus:
+        raise OptionsError("gpus", f"{_describe(gpus)} is above your limit of {limits.max_gpus}")
+    if minutes > limits.max_runtime_minutes:
+        too_long = format_duration(minutes) if minutes < 10**9 else "a very long runtime"
+        limit = format_duration(limits.max_runtime_minutes)
+        raise OptionsError("runtime", f"{too_long} is above your limit of {limit}")
+
+
+def _check_partition_limits(gpus: int, minutes: int, partition: PartitionPolicy) -> None:
+    if gpus > partition.max_gpus:
+        message = f"at most {partition.max_gpus} on partition {partition.name} (asked for {gpus})"
+        raise OptionsError("gpus", message)
+    if minutes > partition.max_runtime_minutes:
+        limit, asked = format_duration(partition.max_runtime_minutes), format_duration(minutes)
+        raise OptionsError("runtime", f"at most {limit} on partition {partition.name} (asked for {asked})")
+
+
+def _parse_reservation(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not RESERVATION_NAME.fullmatch(value):
+        rule = "letters, digits, '_', '.', '-', starting with a letter or digit, at most 64 characters"
+        raise OptionsError("reservation", f"must be a reservation name: {rule} (got {_describe(value)})")
+    return value
+
+
+def _parse_image(value: Any, limits: SpawnLimits) -> str:
+    if not isinstance(value, str) or not IMAGE_ID.fullmatch(value) or value not in limits.allowed_images:
+        raise OptionsError("image", f"unknown image {_describe(value)}")
+    return value
+
+
+def _require_int(field: str, value: Any, minimum: int) -> None:
+    if type(value) is not int or value < minimum:
+        raise ValueError(f"{field}: must be a whole number >= {minimum}, got {_describe(value)}")
+
+
+def _gpus_text(gpus: int) -> str:
+    return f"{gpus} GPU" + ("" if gpus == 1 else "s")
+
+
+def _describe(value: Any) -> str:
+    """A short, single-line description of an untrusted value for error messages."""
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**12 else "a very large number"
+    if isinstance(value, str):
+        text = repr(value[:40])  # repr escapes newlines and other control characters
+        return text if len(value) <= 40 else text[:-1] + "..." + text[-1]
+    return f"a value of type {type(value).__name__}"

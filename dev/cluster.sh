@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# The local development cluster: a real SLURM 22.05 (Debian's slurm-wlm) with two nodes on this
+# host, four fake GPUs each, two partitions and a few unix test users.
+#
+#   dev/cluster.sh up      install what is missing, write the config, start munged/slurmctld/slurmd,
+#                          wait until both nodes are idle (idempotent: safe to run again)
+#   dev/cluster.sh down    stop the daemons (the state dir stays)
+#   dev/cluster.sh status  sinfo + squeue
+#
+# Everything lives under $CARME_DEV_STATE (default /var/lib/carme-dev); /etc/slurm/*.conf are
+# symlinks into it so every SLURM command (as root or as a user) finds the same cluster.
+# Must run as root on Debian 12. Fails loudly: a cluster that does not come up is an error.
+set -euo pipefail
+
+STATE=${CARME_DEV_STATE:-/var/lib/carme-dev}
+NODES=(carme-n1 carme-n2)
+NODE_PORTS=(6818 6819)
+GPUS_PER_NODE=4
+CPUS_PER_NODE=8
+MEM_PER_NODE_MB=8192
+# name uid: the same numbers the test LDAP directory uses (uidNumber), as sssd/nslcd would map them
+TEST_USERS=("alice 10001" "bob 10002" "carol 10003" "dave 10004" "erin 10005")
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+die() { printf 'cluster: ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root"
+
+install_packages() {
+    local missing=()
+    for pkg in slurm-wlm munge bubblewrap; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]} from Debian"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+make_users() {
+    getent group carme-users >/dev/null || groupadd -g 10000 carme-users
+    local entry name uid
+    for entry in "${TEST_USERS[@]}"; do
+        read -r name uid <<<"$entry"
+        if ! getent passwd "$name" >/dev/null; then
+            useradd -m -u "$uid" -g carme-users -s /bin/bash "$name"
+            log "created unix user $name ($uid)"
+        fi
+        chmod 0750 "/home/$name"
+    done
+}
+
+make_fake_gpus() {
+    # gres.conf File= must name character devices; these are clones of /dev/null (1,3).
+    local node i
+    for node in "${NODES[@]}"; do
+        mkdir -p "$STATE/dev/$node"
+        for ((i = 0; i < GPUS_PER_NODE; i++)); do
+            [ -c "$STATE/dev/$node/nvidia$i" ] || mknod -m 0666 "$STATE/dev/$node/nvidia$i" c 1 3
+        done
+    done
+}
+
+write_config() {
+    local host
+    host=$(hostname -s)
+    mkdir -p "$STATE"/{slurmctld,slurmd,run,log,etc}
+    cat >"$STATE/etc/slurm.conf.new" <<EOF
+# Written by dev/cluster.sh: the Carme development cluster. Do not edit; edit the script.
+ClusterName=carme-dev
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=6817
+SlurmUser=root
+AuthType=auth/munge
+StateSaveLocation=$STATE/slurmctld
+SlurmdSpoolDir=$STATE/slurmd/%n
+SlurmctldPidFile=$STATE/run/slurmctld.pid
+SlurmdPidFile=$STATE/run/slurmd-%n.pid
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SwitchType=switch/none
+SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=256
+GresTypes=gpu
+SlurmdParameters=config_overrides
+ReturnToService=2
+KillWait=5
+MinJobAge=300
+SlurmctldTimeout=30
+SlurmdTimeout=60
+EOF
+    local i
+    for i in "${!NODES[@]}"; do
+        echo "NodeName=${NODES[$i]} NodeHostname=$host NodeAddr=127.0.0.1 Port=${NODE_PORTS[$i]} CPUs=$CPUS_PER_NODE RealMemory=$MEM_PER_NODE_MB Gres=gpu:$GPUS_PER_NODE State=UNKNOWN" >>"$STATE/etc/slurm.conf.new"
+    done
+    local nodelist
+    nodelist=$(IFS=,; echo "${NODES[*]}")
+    cat >>"$STATE/etc/slurm.conf.new" <<EOF
+PartitionName=interactive Nodes=$nodelist Default=YES MaxTime=08:00:00 DefaultTime=01:00:00 MaxNodes=1 State=UP
+PartitionName=batch Nodes=$nodelist MaxTime=7-00:00:00 DefaultTime=04:00:00 State=UP
+EOF
+    : >"$STATE/etc/gres.conf.new"
+    for node in "${NODES[@]}"; do
+        echo "NodeName=$node Name=gpu File=$STATE/dev/$node/nvidia[0-$((GPUS_PER_NODE - 1))]" >>"$STATE/etc/gres.conf.new"
+    done
+    local f
+    for f in slurm.conf gres.conf; do
+        mv "$STATE/etc/$f.new" "$STATE/etc/$f"
+        if [ -e "/etc/slurm/$f" ] && [ ! -L "/etc/slurm/$f" ]; then
+            mv "/etc/slurm/$f" "/etc/slurm/$f.before-carme"
+            log "kept the previous /etc/slurm/$f as $f.before-carme"
+        fi
+        ln -sfn "$STATE/etc/$f" "/etc/slurm/$f"
+    done
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_munge() {
+    mkdir -p /run/munge && chown munge:munge /run/munge && chmod 0755 /run/munge
+    [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
+    chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
+    if ! pid_alive /run/munge/munged.pid; then
+        runuser -u munge -- /usr/sbin/munged --force
+        log "munged started"
+    fi
+    munge -n | unmunge >/dev/null || die "munge does not work"
+}
+
+start_slurm() {
+    if ! pid_alive "$STATE/run/slurmctld.pid"; then
+        /usr/sbin/slurmctld -i
+        log "slurmctld started"
+    fi
+    local node
+    for node in "${NODES[@]}"; do
+        if ! pid_alive "$STATE/run/slurmd-$node.pid"; then
+            /usr/sbin/slurmd -N "$node"
+            log "slurmd $node started"
+        fi
+    done
+}
+
+wait_idle() {
+    local i state
+    for ((i = 0; i < 60; i++)); do
+        state=$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u || true)
+        if [ -n "$state" ] && ! grep -qvE ' (idle|mix|alloc)$' <<<"$state"; then
+            log "nodes ready: $(tr '\n' ' ' <<<"$state")"
+            return 0
+        fi
+        # nodes left DOWN by an earlier unclean stop come back with ReturnToService=2; nudge them
+        if grep -qE ' (down|drain|drng)\*?$' <<<"$state"; then
+            scontrol update NodeName="$(IFS=,; echo "${NODES[*]}")" State=RESUME >/dev/null 2>&1 || true
+        fi
+        sleep 1
+    done
+    sinfo -N >&2 || true
+    tail -n 20 "$STATE/log/slurmctld.log" >&2 || true
+    die "nodes did not become idle within 60 s"
+}
+
+check_gpus() {
+    local out
+    out=$(srun -p interactive --gres=gpu:2 -t 1 bash -c 'echo "$CUDA_VISIBLE_DEVICES"' 2>&1) || die "test job failed: $out"
+    [[ "$out" =~ ^[0-9]+,[0-9]+$ ]] || die "a --gres=gpu:2 job saw CUDA_VISIBLE_DEVICES='$out'"
+    log "a --gres=gpu:2 job sees CUDA_VISIBLE_DEVICES=$out"
+}
+
+stop_all() {
+    local node
+    for node in "${NODES[@]}"; do
+        pid_alive "$STATE/run/slurmd-$node.pid" && kill "$(cat "$STATE/run/slurmd-$node.pid")" || true
+    done
+    pid_alive "$STATE/run/slurmctld.pid" && kill "$(cat "$STATE/run/slurmctld.pid")" || true
+    sleep 1
+    log "slurm daemons stopped"
+}
+
+case "${1:-up}" in
+up)
+    install_packages
+    make_users
+    make_fake_gpus
+    write_config
+    start_munge
+    if pid_alive "$STATE/run/slurmctld.pid"; then scontrol reconfigure >/dev/null 2>&1 || true; fi
+    start_slurm
+    wait_idle
+    check_gpus
+    ;;
+down) stop_all ;;
+status)
+    sinfo
+    squeue
+    ;;
+*) die "usage: $0 up|down|status" ;;
+esac

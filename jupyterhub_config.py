@@ -1,0 +1,96 @@
+"""Carme's one deployable JupyterHub config: everything a site sets lives in a YAML settings file.
+
+    CARME_SETTINGS=/etc/carme/carme.yaml jupyterhub -f jupyterhub_config.py
+
+The settings file (see carme.example.yaml) has a `carme:` section for Carme's own wiring and one
+section per configurable class (JupyterHub, CarmeSpawner, Authenticator, ...) whose keys are that
+class's traitlets, documented by `jupyterhub --help-all`. Environment variables override single
+traitlets: CARME__CarmeSpawner__max_gpus=8 (values parsed as YAML). Unknown classes or settings
+stop the hub with a message naming them: a setting nobody can find is a bug.
+"""
+
+import os
+import pathlib
+
+import yaml
+from traitlets.config import Configurable
+
+c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
+
+SETTINGS_ENV = "CARME_SETTINGS"
+OVERRIDE_PREFIX = "CARME__"
+
+
+def load_settings() -> dict:
+    path = os.environ.get(SETTINGS_ENV) or str(pathlib.Path(__file__).with_name("carme.example.yaml"))
+    with open(path) as f:
+        settings = yaml.safe_load(f) or {}
+    if not isinstance(settings, dict):
+        raise SystemExit(f"{path}: the settings file must be a mapping of sections")
+    for key, raw in os.environ.items():
+        if key.startswith(OVERRIDE_PREFIX):
+            parts = key[len(OVERRIDE_PREFIX):].split("__")
+            if len(parts) != 2 or not all(parts):
+                raise SystemExit(f"{key}: overrides are named CARME__<Class>__<setting>")
+            settings.setdefault(parts[0], {})[parts[1]] = yaml.safe_load(raw)
+    settings["_source"] = path
+    return settings
+
+
+def configurable_classes() -> dict[str, type[Configurable]]:
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import Authenticator, DummyAuthenticator
+    from jupyterhub.proxy import ConfigurableHTTPProxy
+    from jupyterhub.spawner import Spawner
+
+    from carme_spawner import CarmeSpawner
+
+    return {
+        cls.__name__: cls
+        for cls in (JupyterHub, Authenticator, DummyAuthenticator, ConfigurableHTTPProxy, Spawner, CarmeSpawner)
+    }
+
+
+def apply_sections(settings: dict) -> None:
+    classes = configurable_classes()
+    for section, values in settings.items():
+        if section in ("carme", "_source"):
+            continue
+        cls = classes.get(section)
+        if cls is None:
+            raise SystemExit(
+                f"{settings['_source']}: unknown section {section!r}; known: carme, {', '.join(sorted(classes))}"
+            )
+        if not isinstance(values, dict):
+            raise SystemExit(f"{settings['_source']}: section {section} must be a mapping of settings")
+        known = set(cls.class_trait_names(config=True))
+        for name, value in values.items():
+            if name not in known:
+                raise SystemExit(f"{settings['_source']}: {section} has no setting {name!r} (see jupyterhub --help-all)")
+            c[section][name] = value
+
+
+def apply_carme_section(carme: dict) -> None:
+    state_dir = pathlib.Path(carme.get("state_dir", "/var/lib/carme"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)  # cookie secret, database and proxy pid live here
+    c.JupyterHub.spawner_class = "carme"
+    c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.db_url = carme.get("db_url", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}")
+    c.ConfigurableHTTPProxy.pid_file = str(state_dir / "jupyterhub-proxy.pid")
+    # servers are SLURM jobs: a hub restart must re-attach to them, not stop them
+    c.JupyterHub.cleanup_servers = False
+    authenticator = carme.get("authenticator", "dummy")
+    if authenticator == "dummy":
+        # development and demo only: one shared password from the environment, never from a file
+        c.JupyterHub.authenticator_class = "dummy"
+        password = os.environ.get("CARME_DEMO_PASSWORD")
+        if password:
+            c.DummyAuthenticator.password = password
+    else:
+        raise SystemExit(f"carme.authenticator: unknown authenticator {authenticator!r}; known: dummy")
+
+
+settings = load_settings()
+apply_carme_section(settings.get("carme") or {})
+apply_sections(settings)

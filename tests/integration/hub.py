@@ -1,0 +1,192 @@
+"""A real JupyterHub process (with its real configurable-http-proxy) on the local SLURM, for tests.
+
+Started from the project's own jupyterhub_config.py with the example settings, on test ports so
+a running demo does not collide. Fails loudly when anything cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = Path("/opt/carme/venv")
+STANDINS = Path("/opt/carme/standins")
+PUBLIC_PORT = 18000
+HUB_PORT = 18081
+PROXY_API_PORT = 18001
+
+# a counting (and, on request, failing) squeue first on the hub's PATH
+SQUEUE_WRAPPER = """#!/bin/bash
+# Test wrapper: counts the hub's squeue calls; fails like SLURM when $DIR/squeue.fail exists.
+DIR=$(dirname "$0")
+echo "$(date +%s.%N) $*" >> "$DIR/squeue.calls"
+if [ -f "$DIR/squeue.fail" ]; then cat "$DIR/squeue.fail" >&2; exit 1; fi
+exec /usr/bin/squeue "$@"
+"""
+
+
+class Hub:
+    def __init__(self, slurm_poll_interval: float = 2.0, extra_env: dict[str, str] | None = None):
+        self.workdir = Path(tempfile.mkdtemp(prefix="carme-test-hub-"))
+        os.chmod(self.workdir, 0o700)
+        self.bindir = self.workdir / "bin"
+        self.bindir.mkdir()
+        wrapper = self.bindir / "squeue"
+        wrapper.write_text(SQUEUE_WRAPPER)
+        wrapper.chmod(0o755)
+        self.token = secrets.token_hex(32)
+        self.url = f"http://127.0.0.1:{PUBLIC_PORT}"
+        self.api = f"{self.url}/hub/api"
+        self.log_path = self.workdir / "hub.log"
+        self.poll_interval = slurm_poll_interval
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {self.token}"
+
+    # ---- process ---------------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        services = [{"name": "carme-tests", "api_token": self.token}]
+        roles = [
+            {
+                "name": "carme-tests",
+                "services": ["carme-tests"],
+                "scopes": ["admin:users", "admin:servers", "admin:server_state", "tokens", "read:users"],
+            }
+        ]
+        env = {
+            "PATH": f"{self.bindir}:{STANDINS}:{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "CARME_SETTINGS": str(REPO / "carme.example.yaml"),
+            "CARME_DEMO_PASSWORD": secrets.token_hex(8),
+            "CARME__carme__state_dir": str(self.workdir / "state"),
+            "CARME__JupyterHub__bind_url": self.url,
+            "CARME__JupyterHub__hub_port": str(HUB_PORT),
+            "CARME__JupyterHub__services": json.dumps(services),
+            "CARME__JupyterHub__load_roles": json.dumps(roles),
+            "CARME__ConfigurableHTTPProxy__api_url": f"http://127.0.0.1:{PROXY_API_PORT}",
+            "CARME__CarmeSpawner__slurm_poll_interval": str(self.poll_interval),
+            "CARME__CarmeSpawner__job_name_prefix": "carme-test-",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 60) -> None:
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(VENV / "bin" / "jupyterhub"), "-f", str(REPO / "jupyterhub_config.py")],
+            cwd=self.workdir,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterHub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if self.session.get(f"{self.api}/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"JupyterHub did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM the hub (and so its proxy); servers stay (cleanup_servers is False)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # ---- squeue counting ----------------------------------------------------------------------
+    def squeue_calls(self) -> list[float]:
+        path = self.bindir / "squeue.calls"
+        if not path.exists():
+            return []
+        return [float(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
+
+    def make_squeue_fail(self, message: str | None) -> None:
+        path = self.bindir / "squeue.fail"
+        if message is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(message + "\n")
+
+    # ---- REST API --------------------------------------------------------------------------------
+    def ensure_user(self, name: str) -> None:
+        r = self.session.get(f"{self.api}/users/{name}")
+        if r.status_code == 404:
+            self.session.post(f"{self.api}/users/{name}").raise_for_status()
+
+    def user_token(self, name: str) -> str:
+        r = self.session.post(f"{self.api}/users/{name}/tokens", json={"note": "carme test"})
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def server_url(self, user: str, server: str = "") -> str:
+        return f"{self.api}/users/{user}/servers/{server}" if server else f"{self.api}/users/{user}/server"
+
+    def start_server(self, user: str, options: dict | None = None, server: str = "") -> requests.Response:
+        self.ensure_user(user)
+        return self.session.post(self.server_url(user, server), json=options or {})
+
+    def server_model(self, user: str, server: str = "") -> dict | None:
+        r = self.session.get(f"{self.api}/users/{user}", params={"include_stopped_servers": "1"})
+        r.raise_for_status()
+        return r.json().get("servers", {}).get(server)
+
+    def wait_ready(self, user: str, server: str = "", timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.server_model(user, server)
+            if model and model.get("ready"):
+                return model
+            if model is not None and not model.get("pending") and not model.get("ready") and model.get("stopped"):
+                raise AssertionError(f"server {user}/{server} stopped while starting: {model}\n{self.log_tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"server {user}/{server} not ready in {timeout} s\n{self.log_tail()}")
+
+    def stop_server(self, user: str, server: str = "", timeout: float = 60) -> None:
+        r = self.session.delete(self.server_url(user, server))
+        assert r.status_code in (202, 204, 404), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.server_model(user, server)
+            if not model or (not model.get("ready") and not model.get("pending")):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"server {user}/{server} did not stop in {timeout} s")
+
+    def job_id(self, user: str, server: str = "") -> str:
+        model = self.server_model(user, server) or {}
+        return str((model.get("state") or {}).get("job_id", ""))

@@ -1,0 +1,36 @@
+"""What SLURM itself says, read independently of Carme's own parsers (scontrol/squeue text)."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def job(job_id: str) -> dict[str, str]:
+    """`scontrol show job -o ID` as a dict ({} when SLURM no longer knows the job)."""
+    r = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True)
+    if r.returncode != 0:
+        return {}
+    fields = {}
+    for token in r.stdout.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def in_queue(job_id: str) -> bool:
+    """True while squeue lists the job as pending/running/completing (its default view)."""
+    r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%i"], capture_output=True, text=True)
+    return r.stdout.strip() == str(job_id)
+
+
+def batch_script(job_id: str) -> str:
+    r = subprocess.run(["scontrol", "write", "batch_script", str(job_id), "-"], capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+def cancel_all(prefix: str) -> None:
+    r = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True)
+    ids = [line.split()[0] for line in r.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(prefix)]
+    if ids:
+        subprocess.run(["scancel", *ids], check=False)

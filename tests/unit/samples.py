@@ -1,0 +1,13 @@
+"""Sample site limits shared by the unit tests of options and batch_script."""
+
+from carme_spawner.options import PartitionPolicy, SpawnLimits
+
+LIMITS = SpawnLimits(
+    partitions=(PartitionPolicy("interactive", 2, 8 * 60), PartitionPolicy("batch", 8, 7 * 24 * 60)),
+    max_gpus=4, max_runtime_minutes=7 * 24 * 60, default_runtime_minutes=60,
+    cpus_per_gpu=4, memory_mb_per_gpu=16000, min_cpus=2, min_memory_mb=4000,
+    interactive_max_gpus=2, interactive_max_runtime_minutes=8 * 60,
+    routing_small_partition="interactive", routing_large_partition="batch",
+    allowed_images={"base": "/opt/carme/images/base.sif", "torch": "docker://nvcr.io/nvidia/torch:24.01-py3"},
+    default_image="base",
+)

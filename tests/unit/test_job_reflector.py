@@ -1,0 +1,143 @@
+"""The shared SLURM watch: one call per interval, doubt is not evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from carme_spawner import slurm
+from carme_spawner.job_reflector import SlurmJobReflector
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def job(job_id="7", name="carme-alice", state="RUNNING", **kw):
+    fields = dict(
+        job_id=job_id, name=name, user="alice", state=state, reason="None", partition="interactive",
+        nodes="carme-n1", batch_host="carme-n1", comment="", submit_time=0, start_time=0, end_time=0,
+        time_limit_minutes=60, exit_status=None, exit_signal=None, output_path="",
+    )
+    fields.update(kw)
+    return slurm.SlurmJob(**fields)
+
+
+class FakeSqueue:
+    def __init__(self, jobs=()):
+        self.jobs = list(jobs)
+        self.calls = 0
+        self.error: str | None = None
+
+    async def __call__(self):
+        self.calls += 1
+        if self.error:
+            raise slurm.SlurmCommandError(["squeue"], self.error, 1)
+        return list(self.jobs)
+
+
+async def test_many_readers_one_call_per_interval():
+    fake = FakeSqueue([job(str(i)) for i in range(5)])
+    watch = SlurmJobReflector(interval=0.2, lister=fake)
+    watch.ensure_started()
+    await asyncio.sleep(0.05)
+    for _ in range(200):  # 200 polls from many spawners cost nothing
+        for i in range(5):
+            assert watch.view(str(i)).job is not None
+    await asyncio.sleep(1.0)
+    watch.stop()
+    assert 5 <= fake.calls <= 7
+
+
+async def test_kicks_from_many_waiters_coalesce():
+    fake = FakeSqueue([job()])
+    watch = SlurmJobReflector(interval=1.0, lister=fake)
+    watch.ensure_started()
+    await asyncio.sleep(0.05)
+    calls_before = fake.calls
+    now = time.time()
+    results = await asyncio.gather(*(watch.wait_for_snapshot(now, timeout=2) for _ in range(20)))
+    watch.stop()
+    assert all(results)
+    assert fake.calls - calls_before == 1
+
+
+async def test_failure_keeps_last_state_and_is_not_evidence():
+    fake = FakeSqueue([job("7")])
+    watch = SlurmJobReflector(interval=0.05, lister=fake, max_backoff=0.1)
+    assert await watch.refresh()
+    good = watch.snapshot_started
+    fake.error = "slurm_load_jobs error: Zero Bytes were transmitted or received"
+    fake.jobs = []
+    assert not await watch.refresh()
+    assert not await watch.refresh()
+    view = watch.view("7")
+    assert view.job is not None and view.job.state == "RUNNING"
+    assert watch.snapshot_started == good
+    assert watch.health()["consecutive_failures"] == 2
+    assert "Zero Bytes" in watch.health()["last_error"]
+    fake.error = None
+    assert await watch.refresh()
+    assert watch.view("7").known_gone(submitted_at=0)
+    assert watch.healthy
+
+
+async def test_absence_counts_only_in_a_snapshot_begun_after_submission():
+    fake = FakeSqueue([])
+    watch = SlurmJobReflector(lister=fake)
+    assert await watch.refresh()
+    submitted = time.time() + 0.001
+    assert not watch.view("8").known_gone(submitted)  # the snapshot predates the job
+    await asyncio.sleep(0.01)
+    assert await watch.refresh()
+    assert watch.view("8").known_gone(submitted)
+
+
+async def test_only_jobs_with_the_prefix_are_watched():
+    fake = FakeSqueue([job("1", name="carme-alice"), job("2", name="other")])
+    watch = SlurmJobReflector(lister=fake, name_prefix="carme-")
+    await watch.refresh()
+    assert set(watch.jobs) == {"1"}
+
+
+async def test_backoff_grows_and_is_capped():
+    watch = SlurmJobReflector(interval=2, lister=FakeSqueue(), max_backoff=10)
+    assert watch._delay() == 2
+    delays = []
+    for _ in range(6):
+        watch._record_failure("down")
+        delays.append(watch._delay())
+    assert delays == [2, 4, 8, 10, 10, 10]
+
+
+def test_squeue_fixtures_parse():
+    jobs = {j.job_id: j for j in slurm.parse_squeue_json((FIXTURES / "squeue-running-pending.json").read_text())}
+    assert jobs["2"].is_running and jobs["2"].batch_host == "carme-n1"
+    assert jobs["4"].is_pending and jobs["4"].reason == "Resources" and jobs["4"].start_time > 0
+    done = {j.job_id: j for j in slurm.parse_squeue_json((FIXTURES / "squeue-finished.json").read_text())}
+    assert done["6"].state == "FAILED" and done["6"].exit_status == 3 and done["6"].is_terminal
+    assert done["2"].state == "CANCELLED" and done["2"].exit_signal == 15
+    assert done["6"].output_path == "/tmp/fail-6.out"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", "{}", '{"jobs": 3}', '{"jobs": [], "errors": [{"error": "boom"}]}'],
+)
+def test_unparsable_squeue_is_an_error_not_an_empty_queue(text):
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        slurm.parse_squeue_json(text)
+
+
+def test_unknown_state_is_not_terminal():
+    assert not job(state="SOMETHING_NEW").is_terminal
+    assert job(state="NODE_FAIL").is_terminal
+
+
+def test_sbatch_output():
+    assert slurm.parse_sbatch_output("123\n") == "123"
+    assert slurm.parse_sbatch_output("sbatch: warning: x\n456;cluster\n") == "456"
+    for bad in ("", "Submitted batch job 1", "1; rm -rf /"):
+        with pytest.raises(ValueError):
+            slurm.parse_sbatch_output(bad)
