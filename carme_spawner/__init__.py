@@ -4,9 +4,10 @@ Importing this package replaces batchspawner's port-callback handler (which copi
 onto the spawner) with Carme's, which accepts a port and nothing else.
 """
 
-from . import port_callback
+from . import port_callback, status_api
 from .spawner import CarmeSpawner
 
 port_callback.install()
+status_api.install()
 
 __all__ = ["CarmeSpawner"]

@@ -20,8 +20,6 @@ from typing import Awaitable, Callable
 
 from . import slurm
 
-log = logging.getLogger("carme.job_reflector")
-
 Lister = Callable[[], Awaitable[list[slurm.SlurmJob]]]
 
 
@@ -53,7 +51,9 @@ class SlurmJobReflector:
         lister: Lister | None = None,
         max_backoff: float = 15.0,
         stale_warning_after: float = 60.0,
+        log: logging.Logger | None = None,
     ):
+        self.log = log or logging.getLogger("carme.job_reflector")
         self.interval = interval
         self.name_prefix = name_prefix
         self.max_backoff = max(max_backoff, interval)
@@ -79,6 +79,11 @@ class SlurmJobReflector:
         if cls._shared is None or cls._shared._loop_closed():
             cls._shared = cls(**settings)
         cls._shared.ensure_started()
+        return cls._shared
+
+    @classmethod
+    def current(cls) -> SlurmJobReflector | None:
+        """The shared watch if one runs (without starting one)."""
         return cls._shared
 
     @classmethod
@@ -113,6 +118,7 @@ class SlurmJobReflector:
         """For the API status and logs: is SLURM answering, since when not, last error."""
         return {
             "slurm_answering": self.consecutive_failures == 0,
+            "warning": self._stale_warning(),
             "last_snapshot": self.snapshot_started or None,
             "failing_since": self.failing_since,
             "consecutive_failures": self.consecutive_failures,
@@ -145,7 +151,7 @@ class SlurmJobReflector:
             try:
                 self._node_addresses = await slurm.node_addresses()
             except slurm.SlurmCommandError as e:
-                log.warning("cannot read node addresses, using the node name %s: %s", node, e)
+                self.log.warning("cannot read node addresses, using the node name %s: %s", node, e)
         return self._node_addresses.get(node, node)
 
     # ---- the watch ----------------------------------------------------------------------------
@@ -162,7 +168,7 @@ class SlurmJobReflector:
         self.jobs = {j.job_id: j for j in jobs if j.name.startswith(self.name_prefix)}
         self.snapshot_started = started
         if self.consecutive_failures:
-            log.warning(
+            self.log.warning(
                 "SLURM answers again after %d failed squeue calls; %d Carme jobs known",
                 self.consecutive_failures,
                 len(self.jobs),
@@ -175,26 +181,39 @@ class SlurmJobReflector:
         fresh.set()
         return True
 
+    def _silent_since(self) -> float | None:
+        """Since when SLURM has not answered: the last good call, else the first failed one."""
+        if self.failing_since is None:
+            return None
+        return self.snapshot_started or self.failing_since
+
+    def _stale_warning(self) -> str | None:
+        since = self._silent_since()
+        if since is None or time.time() - since < self.stale_warning_after:
+            return None
+        return (
+            f"SLURM has not answered for {time.time() - since:.0f} s ({self.last_error}); "
+            "Carme keeps every server as it was and drops none until SLURM answers again"
+        )
+
     def _record_failure(self, error: str) -> None:
         self.consecutive_failures += 1
         self.last_error = error
-        now = time.time()
         if self.failing_since is None:
-            self.failing_since = now
-        log.info("squeue failed (%d in a row), keeping the last known state: %s", self.consecutive_failures, error)
-        if not self._warned and now - self.failing_since >= self.stale_warning_after:
+            self.failing_since = time.time()
+        self.log.info("squeue failed (%d in a row), keeping the last known state: %s", self.consecutive_failures, error)
+        warning = self._stale_warning()
+        if warning and not self._warned:
             self._warned = True
-            log.warning(
-                "SLURM has not answered for %.0f s (%s); Carme keeps every server as it was "
-                "and drops none until SLURM answers again",
-                now - self.failing_since,
-                error,
-            )
+            self.log.warning(warning)
 
     def _delay(self) -> float:
         if not self.consecutive_failures:
             return self.interval
-        return min(self.interval * 2 ** (self.consecutive_failures - 1), self.max_backoff)
+        delay = min(self.interval * 2 ** (self.consecutive_failures - 1), self.max_backoff)
+        if not self._warned:  # try again when the warning falls due, so it is not late
+            delay = min(delay, max(0.5, self._silent_since() + self.stale_warning_after - time.time()))
+        return delay
 
     async def _run(self) -> None:
         while True:
@@ -204,7 +223,7 @@ class SlurmJobReflector:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop the watch for every user
-                log.exception("unexpected error in the SLURM job watch")
+                self.log.exception("unexpected error in the SLURM job watch")
                 self._record_failure("internal error")
             self._kick.clear()
             try:

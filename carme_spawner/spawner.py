@@ -180,6 +180,7 @@ class CarmeSpawner(SlurmSpawner):
             interval=self.slurm_poll_interval,
             name_prefix=self.job_name_prefix,
             stale_warning_after=self.slurm_stale_warning_after,
+            log=self.log,
         )
 
     def spawn_limits(self) -> SpawnLimits:
@@ -301,13 +302,20 @@ class CarmeSpawner(SlurmSpawner):
         self.port = 0
         self._port_wanted = True
         self.submitted_at = time.time()
-        try:
-            self.job_id = await slurm.sbatch(
+        submission = asyncio.ensure_future(
+            slurm.sbatch(
                 script,
                 prefix=self.user_prefix(account.pw_name),
                 env=slurm.command_env(env),
                 timeout=self.slurm_command_timeout,
             )
+        )
+        try:
+            # shielded: a spawn cancelled mid-submission must still learn (and cancel) its job
+            self.job_id = await asyncio.shield(submission)
+        except asyncio.CancelledError:
+            submission.add_done_callback(self._cancel_late_submission)
+            raise
         except slurm.SlurmCommandError as e:
             self.job_id = ""
             raise SpawnFailed(f"SLURM refused the job: {e}") from None
@@ -324,6 +332,13 @@ class CarmeSpawner(SlurmSpawner):
         self.ip, self.port = ip, self._reported_port
         self.log.info("Server %s: job %s serves at %s:%s", self._log_name, self.job_id, ip, self.port)
         return ip, self.port
+
+    def _cancel_late_submission(self, submission: asyncio.Future) -> None:
+        if submission.cancelled() or submission.exception() is not None:
+            return
+        job_id = submission.result()
+        self.log.warning("Spawn of %s was cancelled while job %s was submitted: cancelling it", self._log_name, job_id)
+        asyncio.ensure_future(slurm.scancel(job_id, timeout=self.slurm_command_timeout))
 
     async def _wait_for_job_and_port(self) -> slurm.SlurmJob:
         """Follow the job through the watch until it runs and has reported its port, or ends."""

@@ -5,6 +5,7 @@ Nothing here skips: a part that cannot start fails the test run loudly.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 
 import pytest
@@ -25,19 +26,28 @@ def cluster():
     slurm_probe.cancel_all("carme-test-")
 
 
-@pytest.fixture(scope="module")
-def hub(cluster):
-    hub = Hub()
+@contextlib.contextmanager
+def running_hub(**settings):
+    """A started Hub(**settings); on exit its servers are stopped, its jobs cancelled, it is removed."""
+    hub = Hub(**settings)
     try:
         hub.start()
     except RuntimeError as e:
         hub.close()
         pytest.fail(str(e), pytrace=False)
-    yield hub
-    for user in TEST_USERS:
-        try:
-            hub.session.delete(hub.server_url(user))
-        except Exception:
-            pass
-    slurm_probe.cancel_all("carme-test-")
-    hub.close()
+    try:
+        yield hub
+    finally:
+        for user in TEST_USERS:
+            try:
+                hub.session.delete(hub.server_url(user))
+            except Exception:
+                pass
+        slurm_probe.cancel_all(hub.job_prefix)
+        hub.close()
+
+
+@pytest.fixture(scope="module")
+def hub(cluster):
+    with running_hub() as hub:
+        yield hub

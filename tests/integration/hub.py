@@ -36,7 +36,14 @@ exec /usr/bin/squeue "$@"
 
 
 class Hub:
-    def __init__(self, slurm_poll_interval: float = 2.0, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        slurm_poll_interval: float = 2.0,
+        extra_env: dict[str, str] | None = None,
+        ports: tuple[int, int, int] = (PUBLIC_PORT, HUB_PORT, PROXY_API_PORT),
+        job_prefix: str = "carme-test-",
+        settings: Path = REPO / "carme.example.yaml",
+    ):
         self.workdir = Path(tempfile.mkdtemp(prefix="carme-test-hub-"))
         os.chmod(self.workdir, 0o700)
         self.bindir = self.workdir / "bin"
@@ -45,7 +52,10 @@ class Hub:
         wrapper.write_text(SQUEUE_WRAPPER)
         wrapper.chmod(0o755)
         self.token = secrets.token_hex(32)
-        self.url = f"http://127.0.0.1:{PUBLIC_PORT}"
+        self.public_port, self.hub_port, self.proxy_api_port = ports
+        self.job_prefix = job_prefix
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{self.public_port}"
         self.api = f"{self.url}/hub/api"
         self.log_path = self.workdir / "hub.log"
         self.poll_interval = slurm_poll_interval
@@ -67,16 +77,16 @@ class Hub:
         env = {
             "PATH": f"{self.bindir}:{STANDINS}:{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8",
-            "CARME_SETTINGS": str(REPO / "carme.example.yaml"),
+            "CARME_SETTINGS": str(self.settings),
             "CARME_DEMO_PASSWORD": secrets.token_hex(8),
             "CARME__carme__state_dir": str(self.workdir / "state"),
             "CARME__JupyterHub__bind_url": self.url,
-            "CARME__JupyterHub__hub_port": str(HUB_PORT),
+            "CARME__JupyterHub__hub_port": str(self.hub_port),
             "CARME__JupyterHub__services": json.dumps(services),
             "CARME__JupyterHub__load_roles": json.dumps(roles),
-            "CARME__ConfigurableHTTPProxy__api_url": f"http://127.0.0.1:{PROXY_API_PORT}",
+            "CARME__ConfigurableHTTPProxy__api_url": f"http://127.0.0.1:{self.proxy_api_port}",
             "CARME__CarmeSpawner__slurm_poll_interval": str(self.poll_interval),
-            "CARME__CarmeSpawner__job_name_prefix": "carme-test-",
+            "CARME__CarmeSpawner__job_name_prefix": self.job_prefix,
         }
         env.update(self.extra_env)
         return env
@@ -186,6 +196,28 @@ class Hub:
                 return
             time.sleep(0.5)
         raise AssertionError(f"server {user}/{server} did not stop in {timeout} s")
+
+    def progress_events(self, user: str, server: str = "", timeout: float = 120, until=None) -> list[dict]:
+        """Read the spawn progress stream (server-sent events) until it ends, `until(event)` or timeout."""
+        url = f"{self.api}/users/{user}/server{'s/' + server if server else ''}/progress"
+        events = []
+        deadline = time.monotonic() + timeout
+        with self.session.get(url, stream=True, timeout=(5, timeout)) as r:
+            r.raise_for_status()
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    events.append(event)
+                    if event.get("failed") or event.get("ready") or (until and until(event)):
+                        break
+                if time.monotonic() > deadline:
+                    break
+        return events
+
+    def carme_status(self) -> dict:
+        r = self.session.get(f"{self.api}/carme/status")
+        r.raise_for_status()
+        return r.json()
 
     def job_id(self, user: str, server: str = "") -> str:
         model = self.server_model(user, server) or {}

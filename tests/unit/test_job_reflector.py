@@ -102,7 +102,7 @@ async def test_only_jobs_with_the_prefix_are_watched():
 
 
 async def test_backoff_grows_and_is_capped():
-    watch = SlurmJobReflector(interval=2, lister=FakeSqueue(), max_backoff=10)
+    watch = SlurmJobReflector(interval=2, lister=FakeSqueue(), max_backoff=10, stale_warning_after=0)
     assert watch._delay() == 2
     delays = []
     for _ in range(6):
@@ -141,3 +141,26 @@ def test_sbatch_output():
     for bad in ("", "Submitted batch job 1", "1; rm -rf /"):
         with pytest.raises(ValueError):
             slurm.parse_sbatch_output(bad)
+
+
+async def test_stale_warning_counts_from_the_last_good_answer(caplog):
+    fake = FakeSqueue([job()])
+    watch = SlurmJobReflector(interval=5, lister=fake, stale_warning_after=8)
+    assert await watch.refresh()
+    assert watch.health()["warning"] is None
+    watch.snapshot_started -= 10  # the last good answer was 10 s ago
+    fake.error = "Unable to contact slurm controller"
+    with caplog.at_level("WARNING"):
+        await watch.refresh()
+    warning = watch.health()["warning"]
+    assert warning and "has not answered for 10 s" in warning and "Unable to contact" in warning
+    assert any("has not answered" in r.getMessage() for r in caplog.records)
+    assert watch.view("7").job is not None  # the server's job is still known
+
+
+def test_delay_wakes_the_watch_when_the_warning_falls_due():
+    watch = SlurmJobReflector(interval=5, lister=FakeSqueue(), max_backoff=60, stale_warning_after=12)
+    watch.snapshot_started = time.time() - 5
+    for _ in range(4):
+        watch._record_failure("down")
+    assert watch._delay() <= 7.5  # backoff alone would wait 40 s
