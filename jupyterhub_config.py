@@ -45,10 +45,14 @@ def configurable_classes() -> dict[str, type[Configurable]]:
 
     from carme_spawner import CarmeSpawner
 
-    return {
-        cls.__name__: cls
-        for cls in (JupyterHub, Authenticator, DummyAuthenticator, ConfigurableHTTPProxy, Spawner, CarmeSpawner)
-    }
+    classes = [JupyterHub, Authenticator, DummyAuthenticator, ConfigurableHTTPProxy, Spawner, CarmeSpawner]
+    try:  # sites that offer Carme as one profile among others
+        from wrapspawner import ProfilesSpawner, WrapSpawner
+
+        classes += [WrapSpawner, ProfilesSpawner]
+    except ImportError:
+        pass
+    return {cls.__name__: cls for cls in classes}
 
 
 def apply_sections(settings: dict) -> None:

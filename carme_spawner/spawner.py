@@ -8,6 +8,7 @@ in the one shared `job_reflector`, words for humans in `progress`.
 from __future__ import annotations
 
 import asyncio
+import os
 import pwd
 import re
 import sys
@@ -134,17 +135,26 @@ class CarmeSpawner(SlurmSpawner):
     extra_sbatch_options = List(
         Unicode(), [], config=True, help='Extra sbatch options for every job, e.g. ["--qos=interactive"].'
     )
+    job_env_keep = List(
+        Unicode(),
+        ["PATH", "LANG", "LC_ALL"],
+        config=True,
+        help="Variables of the hub's environment passed into every job (added to Spawner.env_keep): the "
+        "job needs a PATH on the node to find the container runtime, and JupyterHub 5+ keeps none by default.",
+    )
+    wrapper_option_keys = List(
+        Unicode(),
+        ["profile"],
+        config=True,
+        help="user_options keys that belong to a wrapping spawner, not to Carme (wrapspawner's "
+        "ProfilesSpawner adds 'profile'); they are dropped before validation, every other unknown key is refused.",
+    )
     log_tail_lines = Integer(20, config=True, help="Lines of the job's output shown when a spawn fails.")
 
     @default("poll_interval")
     def _poll_interval_default(self):
         # poll() only reads the shared watch, so polling as often as it refreshes is free
         return self.slurm_poll_interval
-
-    @default("env_keep")
-    def _env_keep_default(self):
-        # the job needs a PATH on the node to find the container runtime (JupyterHub 5+ keeps none)
-        return ["PATH", "LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
 
     @default("cmd")
     def _cmd_default(self):
@@ -238,6 +248,13 @@ class CarmeSpawner(SlurmSpawner):
             extra_sbatch=tuple(self.extra_sbatch_options),
         )
 
+    def get_env(self):
+        env = super().get_env()
+        for name in self.job_env_keep:
+            if name in os.environ:
+                env.setdefault(name, os.environ[name])
+        return env
+
     def options_from_form(self, formdata):
         return options_from_form_data(formdata)
 
@@ -284,7 +301,8 @@ class CarmeSpawner(SlurmSpawner):
 
     async def _start(self):
         try:
-            request = parse_options(self.user_options or {}, self.spawn_limits())
+            options = {k: v for k, v in (self.user_options or {}).items() if k not in self.wrapper_option_keys}
+            request = parse_options(options, self.spawn_limits())
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         self.spawn_request = request

@@ -116,3 +116,25 @@ def test_one_squeue_per_interval_for_five_servers(hub):
     assert intervals - 1 <= len(calls) <= intervals + 1, calls
     for user in users:
         hub.stop_server(user)
+
+
+def test_named_servers_are_separate_jobs(hub):
+    """Issue 12, acceptance 6: two named servers of one user run as two jobs; stopping one leaves the other."""
+    for name in ("one", "two"):
+        r = hub.start_server("dave", {"gpus": 0, "image": "python-cpu"}, server=name)
+        assert r.status_code in (201, 202), r.text
+    for name in ("one", "two"):
+        hub.wait_ready("dave", name)
+    one, two = hub.job_id("dave", "one"), hub.job_id("dave", "two")
+    assert one != two and slurm_probe.in_queue(one) and slurm_probe.in_queue(two)
+    assert slurm_probe.job(one)["JobName"] == "carme-test-dave-one"
+    assert slurm_probe.job(two)["Comment"] == "carme:dave/two"
+
+    hub.stop_server("dave", "one")
+    assert wait_until(lambda: not slurm_probe.in_queue(one), 30)
+    time.sleep(2 * hub.poll_interval)
+    assert hub.server_model("dave", "two")["ready"] and slurm_probe.in_queue(two)
+    token = hub.user_token("dave")
+    r = requests.get(f"{hub.url}/user/dave/two/api/status", headers={"Authorization": f"token {token}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    hub.stop_server("dave", "two")
