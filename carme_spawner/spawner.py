@@ -283,6 +283,14 @@ class CarmeSpawner(SlurmSpawner):
         self._reported_port = port
         self._port_reported.set()
 
+    # ---- batchspawner's shell-command paths: closed ---------------------------------------------------
+    # batchspawner formats command templates (exec_prefix, batch_*_cmd) into shell strings. Carme runs
+    # SLURM as argv lists from carme_spawner.slurm only; these inherited entry points stay shut.
+    def _no_shell(self, *args, **kwargs):
+        raise NotImplementedError("CarmeSpawner runs SLURM commands as argv lists (carme_spawner.slurm), never through a shell")
+
+    run_command = submit_batch_script = query_job_status = cancel_batch_job = _no_shell
+
     # ---- lifecycle --------------------------------------------------------------------------------
     async def start(self):
         self._events, self._events_done = [], False

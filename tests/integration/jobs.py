@@ -26,9 +26,14 @@ def job_environments(user: str) -> list[dict[str, str]]:
     return found
 
 
-def server_token(user: str, server: str = "") -> str:
-    """The API token in the environment of `user`'s running server job (named `server`)."""
-    tokens = {env["JUPYTERHUB_API_TOKEN"] for env in job_environments(user) if env.get("JUPYTERHUB_SERVER_NAME", "") == server}
+def server_token(user: str, hub_port: int, server: str = "") -> str:
+    """The API token in the environment of `user`'s running server job (named `server`) of the hub on `hub_port`."""
+    tokens = {
+        env["JUPYTERHUB_API_TOKEN"]
+        for env in job_environments(user)
+        if env.get("JUPYTERHUB_SERVER_NAME", "") == server
+        and env.get("JUPYTERHUB_API_URL", "").startswith(f"http://127.0.0.1:{hub_port}/")
+    }
     if len(tokens) != 1:
         raise AssertionError(f"expected one server token for {user}/{server}, found {len(tokens)}")
     return tokens.pop()

@@ -31,7 +31,7 @@ def test_port_callback_refuses_every_attribute_and_other_users(hub):
     hub.start_server("alice", {"gpus": 0, "image": "python-cpu"})
     hub.wait_ready("alice")
     job_id = hub.job_id("alice")
-    token = server_token("alice")  # what any code in alice's job can read
+    token = server_token("alice", hub.hub_port)  # what any code in alice's job can read
     as_alice = {"Authorization": f"token {token}"}
     callback = f"{hub.api}/batchspawner"
 
@@ -52,7 +52,7 @@ def test_port_callback_refuses_every_attribute_and_other_users(hub):
     # another user's server token cannot touch alice's server
     hub.start_server("bob", {"gpus": 0, "image": "python-cpu"})
     hub.wait_ready("bob")
-    r = requests.post(callback, json={"port": 23456}, headers={"Authorization": f"token {server_token('bob')}"}, timeout=10)
+    r = requests.post(callback, json={"port": 23456}, headers={"Authorization": f"token {server_token('bob', hub.hub_port)}"}, timeout=10)
     assert 400 <= r.status_code < 500, r.text
 
     # alice's server still answers on its own port through the proxy, and polls and stops cleanly

@@ -51,3 +51,11 @@ def test_token_finds_only_its_own_server_including_named_and_wrapped():
     assert find_reporting_spawner(user, "b") is named
     assert find_reporting_spawner(user, "c") is child  # the child that submitted the job, not the wrapper
     assert find_reporting_spawner(user, "zzz") is None
+
+
+async def test_batchspawner_shell_paths_are_closed():
+    from carme_spawner import CarmeSpawner
+
+    for name in ("run_command", "submit_batch_script", "query_job_status", "cancel_batch_job"):
+        with pytest.raises(NotImplementedError):
+            await getattr(CarmeSpawner, name)(None, "touch /tmp/x")
