@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import re
 import sys
 import time
@@ -21,6 +20,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from . import progress, slurm
+from .accounts import AccountError, JobAccount, resolve_account
 from .batch_script import JobSite, render_batch_script
 from .job_reflector import SlurmJobReflector
 from .options import (
@@ -32,8 +32,6 @@ from .options import (
     parse_options,
     validate_limits,
 )
-
-POSIX_USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 class SpawnFailed(web.HTTPError):
@@ -213,14 +211,13 @@ class CarmeSpawner(SlurmSpawner):
             )
         )
 
-    def posix_user(self) -> pwd.struct_passwd:
-        name = self.user.name
-        if not POSIX_USERNAME.match(name):
-            raise SpawnFailed(f"user name {name!r:.40} is not a valid POSIX user name", 400)
+    async def job_account(self) -> JobAccount:
+        """The POSIX account (and Carme role) this server's job runs as."""
+        auth_state = await self.user.get_auth_state() if hasattr(self.user, "get_auth_state") else None
         try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            raise SpawnFailed(f"user {name} has no POSIX account on the hub host", 400) from None
+            return resolve_account(self.user.name, auth_state, bool(getattr(self.user, "admin", False)))
+        except AccountError as e:
+            raise SpawnFailed(str(e), 403) from None
 
     def user_prefix(self, username: str) -> list[str]:
         return [part.replace("{username}", username) for part in self.user_command_prefix]
@@ -233,12 +230,12 @@ class CarmeSpawner(SlurmSpawner):
         slug = self.server_slug()
         return f"{self.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
 
-    def job_site(self, account: pwd.struct_passwd, env_names) -> JobSite:
-        fill = {"home": account.pw_dir, "username": account.pw_name}
+    def job_site(self, account: JobAccount, env_names) -> JobSite:
+        fill = {"home": account.home, "username": account.username}
         return JobSite(
             job_name=self.job_name(),
             comment=f"carme:{self.user.name}/{self.server_slug()}",
-            workdir=account.pw_dir,
+            workdir=account.home,
             output_path=self.job_output.format(**fill),
             container_runtime=self.container_runtime,
             binds=tuple(b.format(**fill) for b in self.container_binds),
@@ -314,7 +311,7 @@ class CarmeSpawner(SlurmSpawner):
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         self.spawn_request = request
-        account = self.posix_user()
+        account = await self.job_account()
         env = self.get_env()
         try:
             script = render_batch_script(
@@ -331,7 +328,7 @@ class CarmeSpawner(SlurmSpawner):
         submission = asyncio.ensure_future(
             slurm.sbatch(
                 script,
-                prefix=self.user_prefix(account.pw_name),
+                prefix=self.user_prefix(account.username),
                 env=slurm.command_env(env),
                 timeout=self.slurm_command_timeout,
             )
@@ -418,11 +415,11 @@ class CarmeSpawner(SlurmSpawner):
         tail = await self._log_tail(job)
         return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
 
-    async def _prepare_output_dir(self, account: pwd.struct_passwd) -> None:
-        directory = str(Path(self.job_output.format(home=account.pw_dir, username=account.pw_name)).parent)
+    async def _prepare_output_dir(self, account: JobAccount) -> None:
+        directory = str(Path(self.job_output.format(home=account.home, username=account.username)).parent)
         try:
             await slurm.run_command(
-                [*self.user_prefix(account.pw_name), "mkdir", "-p", "-m", "0700", directory],
+                [*self.user_prefix(account.username), "mkdir", "-p", "-m", "0700", directory],
                 env=slurm.command_env(),
                 timeout=self.slurm_command_timeout,
             )

@@ -1,0 +1,65 @@
+"""Who a job runs as: the POSIX account behind a hub user, checked against the authenticator.
+
+The authenticator's `auth_state` (LDAP: uid, gid, home, role) is the source of truth for the
+user's identity; the hub host's account database (the same directory through sssd/nslcd on a
+real cluster) must agree with it, because sbatch runs as that account. A disagreement refuses
+the spawn instead of starting a job as the wrong user.
+"""
+
+from __future__ import annotations
+
+import pwd
+import re
+from dataclasses import dataclass
+
+POSIX_USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+HOME_PATH = re.compile(r"^/[A-Za-z0-9_.@+/-]{0,255}$")
+ROLES = ("user", "power", "admin")
+
+
+class AccountError(ValueError):
+    """The user cannot run jobs: no valid account, or the sources disagree."""
+
+
+@dataclass(frozen=True)
+class JobAccount:
+    username: str
+    uid: int
+    gid: int
+    home: str
+    role: str  # user | power | admin
+
+
+def resolve_account(hub_username: str, auth_state: dict | None, is_admin: bool, lookup=pwd.getpwnam) -> JobAccount:
+    """The account a job of `hub_username` runs as; AccountError says why there is none."""
+    state = auth_state or {}
+    username = str(state.get("username") or hub_username)
+    if not POSIX_USERNAME.match(username):
+        raise AccountError(f"user name {username!r:.40} is not a valid POSIX user name")
+    try:
+        local = lookup(username)
+    except KeyError:
+        raise AccountError(f"user {username} has no POSIX account on the hub host") from None
+    uid, gid, home = local.pw_uid, local.pw_gid, local.pw_dir
+    if "uid" in state:
+        if _int(state["uid"], "uid") != local.pw_uid:
+            raise AccountError(
+                f"the directory says {username} has uid {state['uid']}, but this host's account has uid "
+                f"{local.pw_uid}; ask your admins to fix the account mapping"
+            )
+        gid = _int(state.get("gid", gid), "gid")
+        home = str(state.get("home") or home)
+    if not HOME_PATH.match(home) or ".." in home.split("/"):
+        raise AccountError(f"home directory {home!r:.60} of {username} is not a plain absolute path")
+    role = str(state.get("role") or ("admin" if is_admin else "user"))
+    if role not in ROLES:
+        raise AccountError(f"role {role!r:.20} of {username} is not one of {', '.join(ROLES)}")
+    if is_admin:
+        role = "admin"
+    return JobAccount(username=username, uid=uid, gid=gid, home=home, role=role)
+
+
+def _int(value, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise AccountError(f"auth state field {field} must be a number, got {value!r:.20}")
+    return int(value)
