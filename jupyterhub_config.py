@@ -95,6 +95,84 @@ def apply_carme_section(carme: dict) -> None:
         raise SystemExit(f"carme.authenticator: unknown authenticator {authenticator!r}; known: dummy")
 
 
+# ---- Carme's hub-managed services (carme_services/) --------------------------------------------
+# Applied AFTER apply_sections: services, roles and custom scopes from the settings file or the
+# environment are kept, Carme's are appended to them (never replacing them).
+
+RECONCILE_KEYS = {"policy", "interval", "grace", "url"}
+
+
+def apply_services(carme: dict) -> None:
+    """Add the reconcile service when the settings' `carme:` section has `reconcile:` (opt-in)."""
+    reconcile = carme.get("reconcile")
+    if reconcile is None or reconcile is False:
+        return
+    reconcile = {} if reconcile is True else reconcile
+    where = "carme.reconcile"
+    if not isinstance(reconcile, dict):
+        raise SystemExit(f"{where} must be a mapping of {', '.join(sorted(RECONCILE_KEYS))} (or true)")
+    unknown = sorted(set(reconcile) - RECONCILE_KEYS)
+    if unknown:
+        raise SystemExit(f"{where} has no setting {unknown[0]!r}; known: {', '.join(sorted(RECONCILE_KEYS))}")
+    import sys
+
+    from carme_services.reconcile import ADOPT_REFUSAL, POLICIES, READ_SCOPE
+    from carme_spawner import CarmeSpawner
+
+    policy = str(reconcile.get("policy", "report"))
+    if policy == "adopt":
+        raise SystemExit(f"{where}.policy: {ADOPT_REFUSAL}")
+    if policy not in POLICIES:
+        raise SystemExit(f"{where}.policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    try:
+        interval, grace = float(reconcile.get("interval", 300)), float(reconcile.get("grace", 120))
+    except (TypeError, ValueError):
+        raise SystemExit(f"{where}.interval and .grace are numbers of seconds") from None
+    if interval <= 0 or grace < 0:
+        raise SystemExit(f"{where}.interval must be > 0 and {where}.grace >= 0")
+    # the spawner's own prefix: the service must look for exactly the jobs the hub names
+    prefix = c.CarmeSpawner.get("job_name_prefix") or CarmeSpawner.job_name_prefix.default_value
+    name = "carme-reconcile"
+    services = list(c.JupyterHub.get("services") or [])
+    if any(s.get("name") == name for s in services):
+        raise SystemExit(f"JupyterHub.services already names a service {name}: drop it or carme.reconcile")
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "SLURM_CONF") if k in os.environ}
+    services.append(
+        {
+            "name": name,
+            "url": str(reconcile.get("url", "http://127.0.0.1:10101")),
+            "command": [
+                sys.executable, "-m", "carme_services.reconcile", "--policy", policy,
+                "--interval", f"{interval:g}", "--grace", f"{grace:g}", "--job-prefix", prefix,
+            ],
+            "environment": env,  # PATH: squeue and scancel; JupyterHub passes no PATH on its own
+            "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": [READ_SCOPE],
+            "display": False,
+        }
+    )
+    c.JupyterHub.services = services
+    scopes = dict(c.JupyterHub.get("custom_scopes") or {})
+    scopes[READ_SCOPE] = {"description": "Read Carme's reconcile report: orphan jobs, vanished servers."}
+    c.JupyterHub.custom_scopes = scopes
+    admins = set(c.Authenticator.get("admin_users") or ()) | set(c.JupyterHub.get("admin_users") or ())
+    c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles") or []) + [
+        {
+            "name": name,
+            "description": "What carme-reconcile reads: every server and its state (the SLURM job id).",
+            "services": [name],
+            "scopes": ["list:users", "read:users", "read:servers", "admin:server_state"],
+        },
+        {
+            "name": f"{name}-readers",
+            "description": "May read carme-reconcile's report (the hub's admins).",
+            "users": sorted(admins),
+            "scopes": [READ_SCOPE],
+        },
+    ]
+
+
 settings = load_settings()
 apply_carme_section(settings.get("carme") or {})
 apply_sections(settings)
+apply_services(settings.get("carme") or {})

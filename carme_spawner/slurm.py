@@ -82,6 +82,27 @@ class SlurmJob:
         return self.state in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD")
 
 
+COMMENT_PREFIX = "carme:"
+
+
+def server_slug(name: str) -> str:
+    """A server name in job-name-safe characters ("" for the default server)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name or "")[:60]
+
+
+def job_comment(user: str, server_name: str) -> str:
+    """The --comment that marks a job as Carme's: carme:<user>/<server slug>."""
+    return f"{COMMENT_PREFIX}{user}/{server_slug(server_name)}"
+
+
+def parse_job_comment(comment: str) -> tuple[str, str] | None:
+    """carme:<user>/<slug> -> (user, slug); None for any other comment."""
+    if not comment.startswith(COMMENT_PREFIX) or "/" not in comment:
+        return None
+    user, _, slug = comment[len(COMMENT_PREFIX):].partition("/")
+    return (user, slug) if user else None
+
+
 def valid_job_id(job_id: str) -> bool:
     return bool(_JOB_ID.match(str(job_id)))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from . import progress, slurm
+from . import port_callback, progress, slurm, status_api
 from .accounts import AccountError, JobAccount, resolve_account
 from .batch_script import JobSite, render_batch_script
 from .job_reflector import SlurmJobReflector
@@ -222,19 +221,15 @@ class CarmeSpawner(SlurmSpawner):
     def user_prefix(self, username: str) -> list[str]:
         return [part.replace("{username}", username) for part in self.user_command_prefix]
 
-    def server_slug(self) -> str:
-        """The server name in job-name-safe characters ("" for the default server)."""
-        return re.sub(r"[^A-Za-z0-9_.-]", "_", self.name or "")[:60]
-
     def job_name(self) -> str:
-        slug = self.server_slug()
+        slug = slurm.server_slug(self.name)
         return f"{self.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
 
     def job_site(self, account: JobAccount, env_names) -> JobSite:
         fill = {"home": account.home, "username": account.username}
         return JobSite(
             job_name=self.job_name(),
-            comment=f"carme:{self.user.name}/{self.server_slug()}",
+            comment=slurm.job_comment(self.user.name, self.name),
             workdir=account.home,
             output_path=self.job_output.format(**fill),
             container_runtime=self.container_runtime,
@@ -480,3 +475,9 @@ class CarmeSpawner(SlurmSpawner):
                 return
             asked = view.snapshot_started
         self.log.warning("Job %s of %s did not end within 30 s of scancel", job_id, self._log_name)
+
+
+# the hub serves Carme's port callback (replacing batchspawner's) and status API as soon as the
+# spawner class is loaded by JupyterHub's config
+port_callback.install()
+status_api.install()

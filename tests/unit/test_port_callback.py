@@ -8,7 +8,7 @@ import pytest
 from jupyterhub import apihandlers
 from tornado import web
 
-import carme_spawner  # noqa: F401  (installs the handler)
+import carme_spawner.spawner  # noqa: F401  (loading the spawner installs the handler)
 from carme_spawner.port_callback import PATH, PortReportHandler, find_reporting_spawner, parse_report
 
 

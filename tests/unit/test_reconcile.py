@@ -8,12 +8,12 @@ import json
 import pytest
 
 from carme_services import reconcile
+from carme_spawner import slurm
 from carme_services.reconcile import (
     HubServer,
     Orphan,
     find_orphans,
     find_vanished,
-    parse_comment,
     servers_from_users,
 )
 from carme_spawner.slurm import SlurmJob
@@ -115,6 +115,8 @@ def test_a_job_without_a_carme_comment_is_named_by_its_slurm_user():
 
 
 def test_parse_comment():
+    parse_comment = slurm.parse_job_comment
+    assert slurm.job_comment("bob", "my nb") == "carme:bob/my_nb"
     assert parse_comment("carme:bob/") == ("bob", "")
     assert parse_comment("carme:bob/gpu") == ("bob", "gpu")
     assert parse_comment("carme:/gpu") is None
