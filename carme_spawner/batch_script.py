@@ -29,6 +29,7 @@ from .options import (
 JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 JOB_COMMENT = re.compile(r"[A-Za-z0-9_.:/@-]{0,200}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CONTAINER_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 EXTRA_SBATCH = re.compile(r"--([a-z][a-z0-9-]*)(=[A-Za-z0-9_.:,/=+-]+)?")
 _PATH = re.compile(r"/[A-Za-z0-9_.@+/-]*")
 _OUTPUT_PATH = re.compile(r"/[A-Za-z0-9_.@+/%-]*")  # may use SLURM's filename patterns (%j, %u, ...)
@@ -58,6 +59,7 @@ class JobSite:
     launcher: tuple[str, ...]
     singleuser_cmd: tuple[str, ...]
     extra_sbatch: tuple[str, ...] = ()
+    container_env: tuple[tuple[str, str], ...] = ()  # the image's own (public) variables: --env NAME=VALUE
 
 
 def render_batch_script(
@@ -129,6 +131,8 @@ def _container_command(request: SpawnRequest, site: JobSite) -> list[str]:
         command.append("--nv")
     if site.binds:
         command += ["--bind", ",".join(site.binds)]
+    for name, value in site.container_env:
+        command += ["--env", f"{name}={value}"]
     return [*command, request.image, *site.singleuser_cmd]
 
 
@@ -161,6 +165,16 @@ def validate_job_site(site: JobSite) -> JobSite:
                 raise ValueError(f"{field}[{i}]: must be printable and at most {_MAX_PATH} characters")
     if not site.singleuser_cmd:
         raise ValueError("singleuser_cmd: must not be empty")
+    if not isinstance(site.container_env, (tuple, list)):
+        raise ValueError("container_env: must be a tuple of (name, value) pairs")
+    for i, pair in enumerate(site.container_env):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"container_env[{i}]: must be a (name, value) pair")
+        name, value = pair
+        _require_match(f"container_env[{i}]", name, CONTAINER_ENV_NAME, "[A-Z_][A-Z0-9_]*")
+        if not isinstance(value, str) or len(value) > 1000 or not value.isprintable() or "," in value:
+            # apptainer splits --env values at commas
+            raise ValueError(f"container_env[{i}]: {name}'s value must be printable, without commas, at most 1000 characters")
     for i, option in enumerate(_tuple_of_str("extra_sbatch", site.extra_sbatch)):
         match = _require_match(f"extra_sbatch[{i}]", option, EXTRA_SBATCH,
                                "--name or --name=value with value characters A-Za-z0-9_.:,/=+-")

@@ -7,7 +7,7 @@ untrusted input into a :class:`SpawnRequest` safe for a batch script, or raises 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -64,11 +64,13 @@ class SpawnLimits:
     routing_large_partition: str
     allowed_images: Mapping[str, str]
     default_image: str
+    image_gpu: Mapping[str, str] = field(default_factory=dict)  # image id -> required | optional | none
 
     def __post_init__(self):
         # freeze the containers too, so nothing changes after validation
         object.__setattr__(self, "partitions", tuple(self.partitions))
         object.__setattr__(self, "allowed_images", MappingProxyType(dict(self.allowed_images)))
+        object.__setattr__(self, "image_gpu", MappingProxyType(dict(self.image_gpu)))
 
     def partition(self, name: str) -> PartitionPolicy | None:
         """The policy of the partition called `name`, if there is one."""
@@ -107,10 +109,11 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
         partition = _parse_partition(given["partition"], limits)
         reason = "requested explicitly"
     else:
-        partition, reason = _route(gpus, runtime, limits)
+        partition, reason = route_partition(gpus, runtime, limits)
     _check_partition_limits(gpus, runtime, partition)
     reservation = _parse_reservation(given.get("reservation"))
     image_id = _parse_image(given.get("image", limits.default_image), limits)
+    _check_image_gpus(image_id, gpus, limits)
 
     return SpawnRequest(
         gpus=gpus,
@@ -252,7 +255,8 @@ def _parse_partition(value: Any, limits: SpawnLimits) -> PartitionPolicy:
     return policy
 
 
-def _route(gpus: int, runtime: int, limits: SpawnLimits) -> tuple[PartitionPolicy, str]:
+def route_partition(gpus: int, runtime: int, limits: SpawnLimits) -> tuple[PartitionPolicy, str]:
+    """The partition a request without an explicit one goes to, and why (in plain words)."""
     small = limits.routing_small_partition
     max_gpus, max_minutes = limits.interactive_max_gpus, limits.interactive_max_runtime_minutes
     fits = gpus <= max_gpus and runtime <= max_minutes
@@ -291,8 +295,17 @@ def _parse_reservation(value: Any) -> str | None:
 
 def _parse_image(value: Any, limits: SpawnLimits) -> str:
     if not isinstance(value, str) or not IMAGE_ID.fullmatch(value) or value not in limits.allowed_images:
-        raise OptionsError("image", f"unknown image {_describe(value)}")
+        choices = ", ".join(sorted(limits.allowed_images)[:12]) or "none"
+        raise OptionsError("image", f"{_describe(value)} is not an image available to you; choose one of: {choices}")
     return value
+
+
+def _check_image_gpus(image_id: str, gpus: int, limits: SpawnLimits) -> None:
+    policy = limits.image_gpu.get(image_id, "optional")
+    if policy == "required" and gpus == 0:
+        raise OptionsError("gpus", f"image {image_id} needs at least 1 GPU")
+    if policy == "none" and gpus > 0:
+        raise OptionsError("gpus", f"image {image_id} cannot use GPUs; choose 0 (asked for {gpus})")
 
 
 def _require_int(field: str, value: Any, minimum: int) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
@@ -20,6 +21,7 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from . import port_callback, progress, slurm, status_api
 from .accounts import AccountError, JobAccount, resolve_account
+from .form import ImageChoice, defaults_from_last_choice, render_options_form
 from .batch_script import JobSite, render_batch_script
 from .job_reflector import SlurmJobReflector
 from .options import (
@@ -31,6 +33,16 @@ from .options import (
     parse_options,
     validate_limits,
 )
+
+
+@dataclass(frozen=True)
+class CatalogImage:
+    """An image the user may run: what the form shows, and what the job runs."""
+
+    choice: ImageChoice
+    reference: str  # .sif path or docker:// / oras:// / library:// URI
+    binds: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
 
 class SpawnFailed(web.HTTPError):
@@ -190,7 +202,11 @@ class CarmeSpawner(SlurmSpawner):
             log=self.log,
         )
 
-    def spawn_limits(self) -> SpawnLimits:
+    def image_choices(self, account: JobAccount) -> list[CatalogImage]:
+        """The images `account` may run (the site's `images` setting until a catalog is configured)."""
+        return [CatalogImage(ImageChoice(id=i, name=i), ref) for i, ref in sorted(self.images.items())]
+
+    def spawn_limits(self, images: list[CatalogImage]) -> SpawnLimits:
         return validate_limits(
             SpawnLimits(
                 partitions=tuple(PartitionPolicy(**p) for p in self.partitions),
@@ -205,10 +221,23 @@ class CarmeSpawner(SlurmSpawner):
                 interactive_max_runtime_minutes=self.interactive_max_runtime_minutes,
                 routing_small_partition=self.routing_small_partition,
                 routing_large_partition=self.routing_large_partition,
-                allowed_images=dict(self.images),
+                allowed_images={i.choice.id: i.reference for i in images},
                 default_image=self.default_image,
+                image_gpu={i.choice.id: i.choice.gpu for i in images},
             )
         )
+
+    async def _render_options_form(self, spawner=None) -> str:
+        """The options form: exactly the choices parse_options will accept for this user."""
+        account = await self.job_account()
+        images = self.image_choices(account)
+        limits = self.spawn_limits(images)
+        defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
+        return render_options_form([i.choice for i in images], limits, defaults)
+
+    @default("options_form")
+    def _options_form_default(self):
+        return self._render_options_form
 
     async def job_account(self) -> JobAccount:
         """The POSIX account (and Carme role) this server's job runs as."""
@@ -225,7 +254,7 @@ class CarmeSpawner(SlurmSpawner):
         slug = slurm.server_slug(self.name)
         return f"{self.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
 
-    def job_site(self, account: JobAccount, env_names) -> JobSite:
+    def job_site(self, account: JobAccount, env_names, image: CatalogImage) -> JobSite:
         fill = {"home": account.home, "username": account.username}
         return JobSite(
             job_name=self.job_name(),
@@ -233,7 +262,8 @@ class CarmeSpawner(SlurmSpawner):
             workdir=account.home,
             output_path=self.job_output.format(**fill),
             container_runtime=self.container_runtime,
-            binds=tuple(b.format(**fill) for b in self.container_binds),
+            binds=tuple(b.format(**fill) for b in self.container_binds) + image.binds,
+            container_env=image.env,
             export_env=tuple(sorted(env_names)),
             launcher=tuple(self.launcher_command),
             singleuser_cmd=tuple(self.cmd + self.get_args()),
@@ -300,18 +330,19 @@ class CarmeSpawner(SlurmSpawner):
             self._events_changed.set()
 
     async def _start(self):
+        account = await self.job_account()
+        images = self.image_choices(account)
         try:
             options = {k: v for k, v in (self.user_options or {}).items() if k not in self.wrapper_option_keys}
-            request = parse_options(options, self.spawn_limits())
+            request = parse_options(options, self.spawn_limits(images))
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         self.spawn_request = request
-        account = await self.job_account()
         env = self.get_env()
         try:
             script = render_batch_script(
                 request,
-                self.job_site(account, env),
+                self.job_site(account, env, next(i for i in images if i.choice.id == request.image_id)),
                 template_dir=Path(self.batch_template_dir) if self.batch_template_dir else None,
             )
         except ValueError as e:  # the site's settings, not the user's options (those raised above)

@@ -278,3 +278,20 @@ def test_any_input_is_refused_or_yields_a_script_of_the_template_shape(raw):
     assert lines[-3:-1] == ["set -euo pipefail", START_LINE]
     assert exec_argv(script) == [*LAUNCHER, *container_command(req, SITE)]
     assert validate_request(req) is req
+
+
+def test_image_environment_reaches_the_apptainer_line_quoted():
+    site = dataclasses.replace(SITE, container_env=(("OMP_NUM_THREADS", "4"), ("GREETING", "hello world")))
+    request = parse_options({"image": "base"}, LIMITS)
+    command = container_command(request, site)
+    assert command[command.index("--env") : command.index("--env") + 4] == ["--env", "OMP_NUM_THREADS=4", "--env", "GREETING=hello world"]
+    assert "--env 'GREETING=hello world'" in render_batch_script(request, site)
+
+
+@pytest.mark.parametrize(
+    "pair", [("lower", "x"), ("A", "x,y"), ("A", "line\nbreak"), ("A", "x" * 1001), ("A",), "A=1"]
+)
+def test_bad_image_environment_is_refused(pair):
+    site = dataclasses.replace(SITE, container_env=(pair,))
+    with pytest.raises(ValueError, match=r"container_env\[0\]"):
+        validate_job_site(site)

@@ -68,7 +68,7 @@ def test_gpus_rejects_other_types_and_forms(value):
         ({"runtime": "9:00", "partition": "interactive"},
          "runtime: at most 8 h on partition interactive (asked for 9 h)"),
         ({"partition": "x"}, "partition: unknown partition 'x'; choose one of interactive, batch"),
-        ({"image": "x"}, "image: unknown image 'x'"),
+        ({"image": "x"}, "image: 'x' is not an image available to you; choose one of: base, torch"),
     ],
 )
 def test_messages_name_the_field_and_the_limit(raw, message):
@@ -156,7 +156,19 @@ def test_image_choice():
 def test_unknown_image(value):
     error = error_for({"image": value})
     assert error.field == "image"
-    assert str(error).startswith("image: unknown image ")
+    assert str(error).startswith("image: ") and "is not an image available to you; choose one of: base, torch" in str(error)
+
+
+@pytest.mark.parametrize(
+    "policy, gpus, words",
+    [("required", 0, "needs at least 1 GPU"), ("none", 1, "cannot use GPUs")],
+)
+def test_image_gpu_policy(policy, gpus, words):
+    limits = dataclasses.replace(LIMITS, image_gpu={"base": policy})
+    with pytest.raises(OptionsError) as e:
+        parse_options({"image": "base", "gpus": gpus}, limits)
+    assert e.value.field == "gpus" and words in str(e.value)
+    assert parse_options({"image": "base", "gpus": 1 - gpus}, limits).gpus == 1 - gpus
 
 
 @pytest.mark.parametrize("key", ["cpus", "memory", "Gpus", "gpus ", ""])

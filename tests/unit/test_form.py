@@ -1,0 +1,61 @@
+"""The options form offers exactly what parse_options accepts, and escapes what it shows."""
+
+from __future__ import annotations
+
+import html.parser
+
+from carme_spawner.form import FormDefaults, ImageChoice, defaults_from_last_choice, render_options_form
+
+from .samples import LIMITS
+
+IMAGES = [
+    ImageChoice("base", "Plain Python", "CPU only <b>x</b>", gpu="none", tags=(("framework", "python"),)),
+    ImageChoice("torch", "PyTorch <script>alert(1)</script>", "GPU", gpu="required", tags=(("cuda", "12.4"),)),
+]
+
+
+class Inputs(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.inputs, self.options = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "input":
+            self.inputs.append(dict(attrs))
+        if tag == "option":
+            self.options.append(dict(attrs))
+
+
+def parsed(text):
+    p = Inputs()
+    p.feed(text)
+    return p
+
+
+def test_form_lists_images_limits_and_partitions():
+    text = render_options_form(IMAGES, LIMITS, FormDefaults(image="torch", gpus=1))
+    p = parsed(text)
+    radios = [i for i in p.inputs if i.get("name") == "image"]
+    assert [r["value"] for r in radios] == ["base", "torch"]
+    assert [r for r in radios if "checked" in r][0]["value"] == "torch"
+    gpus = next(i for i in p.inputs if i.get("name") == "gpus")
+    assert gpus["max"] == str(LIMITS.max_gpus) and gpus["value"] == "1"
+    assert [o["value"] for o in p.options] == ["", "interactive", "batch"]
+    assert f"Your limit: {LIMITS.max_gpus} per server." in text
+    assert "framework: python" in text and "cuda: 12.4" in text
+
+
+def test_catalog_text_is_escaped():
+    text = render_options_form(IMAGES, LIMITS, FormDefaults(image="base"))
+    assert "<script>alert(1)</script>" not in text and "&lt;script&gt;" in text
+    assert "<b>x</b>" not in text
+
+
+def test_last_choice_is_the_default_when_still_valid():
+    last = {"image": "torch", "gpus": 2, "runtime": "2:30", "partition": "batch", "reservation": "r1"}
+    d = defaults_from_last_choice(last, LIMITS, IMAGES)
+    assert (d.image, d.gpus, d.runtime, d.partition, d.reservation) == ("torch", 2, "2:30", "batch", "r1")
+    stale = {"image": "gone", "gpus": 99, "partition": "nope"}
+    d = defaults_from_last_choice(stale, LIMITS, IMAGES)
+    assert (d.image, d.gpus, d.partition) == (LIMITS.default_image, 0, "")
+    assert d.runtime == "1:00"
