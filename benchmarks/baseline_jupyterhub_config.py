@@ -1,9 +1,10 @@
 """The baseline of benchmarks/squeue_load.py: plain JupyterHub + batchspawner 1.3.0's SlurmSpawner.
 
 Carme's jupyterhub_config.py cannot express this hub: it forces spawner_class "carme" and imports
-carme_spawner, which replaces batchspawner's /hub/api/batchspawner handler. This file imports
-nothing of Carme, so batchspawner's own port callback serves. Everything else matches the Carme
-hub of the benchmark (same JupyterHub, proxy, users, timeouts, resources of one CPU-only server).
+carme_spawner, which replaces batchspawner's /hub/api/batchspawner handler. This file uses nothing
+of Carme and restores batchspawner's own port callback (see below why that is needed). Everything
+else matches the Carme hub of the benchmark (same JupyterHub, proxy, users, timeouts, resources of
+one CPU-only server).
 
 Wiring comes from the environment (set by squeue_load.BaselineHub):
   BENCH_STATE_DIR, BENCH_BIND_URL, BENCH_HUB_PORT, BENCH_PROXY_API_URL, BENCH_SERVICES,
@@ -13,9 +14,23 @@ Wiring comes from the environment (set by squeue_load.BaselineHub):
 import json
 import os
 import pathlib
+import sys
+
+from batchspawner.api import BatchSpawnerAPIHandler
+from jupyterhub import apihandlers
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 env = os.environ
+
+# JupyterHub imports EVERY installed spawner entry point before reading this file (to list their
+# settings), Carme's `carme = carme_spawner:CarmeSpawner` included, and that import replaces
+# batchspawner's port callback with Carme's (which refuses non-Carme spawners: 403). Put
+# batchspawner's own handler back; JupyterHub builds its handler list after reading this file.
+BATCHSPAWNER_PATH = r"/api/batchspawner"
+apihandlers.default_handlers[:] = [h for h in apihandlers.default_handlers if h[0] != BATCHSPAWNER_PATH]
+apihandlers.default_handlers.append((BATCHSPAWNER_PATH, BatchSpawnerAPIHandler))
+print(f"baseline: carme_spawner imported by JupyterHub: {'carme_spawner' in sys.modules}; "
+      "serving batchspawner's own /hub/api/batchspawner", file=sys.stderr)
 
 state_dir = pathlib.Path(env["BENCH_STATE_DIR"])
 state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

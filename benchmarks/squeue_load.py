@@ -150,10 +150,7 @@ def run_variant(name: str, hub: BenchHub, users: tuple[str, ...], window: float,
                 raise RuntimeError(f"spawn {user}: HTTP {r.status_code} {r.text}")
             wait_ready(hub, user)
             spawn_seconds.append(time.time() - t0)
-            job = hub.job_id(user)
-            job_logs.append(Path(f"/tmp/{BASELINE_JOB}-{user}-{job}.log") if isinstance(hub, BaselineHub)
-                            else Path(f"/home/{user}/.carme/jobs/carme-{job}.log"))
-            print(f"   {user}: ready in {spawn_seconds[-1]:.1f} s (job {job})", flush=True)
+            print(f"   {user}: ready in {spawn_seconds[-1]:.1f} s (job {hub.job_id(user)})", flush=True)
         start = time.time()
         time.sleep(window)
         time.sleep(1)  # let calls begun inside the window finish and be logged
@@ -173,6 +170,10 @@ def run_variant(name: str, hub: BenchHub, users: tuple[str, ...], window: float,
     finally:
         for user in users:
             try:
+                job = hub.job_id(user)  # the job's output file is ours to remove
+                if job:
+                    job_logs.append(Path(f"/tmp/{BASELINE_JOB}-{user}-{job}.log") if isinstance(hub, BaselineHub)
+                                    else Path(f"/home/{user}/.carme/jobs/carme-{job}.log"))
                 hub.stop_server(user, timeout=60)
             except Exception as e:  # noqa: BLE001 - cleanup goes on; leftovers are scancelled below
                 print(f"   stopping {user}: {e}", file=sys.stderr)
@@ -189,6 +190,10 @@ def cleanup_jobs(wait: float = 30) -> None:
         time.sleep(1)
 
 
+def ratio(a: dict, b: dict, key: str) -> str:
+    return f"{a[key] / b[key]:.2f}" if b[key] else "n/a (baseline 0)"
+
+
 def table(results: list[dict]) -> str:
     head = f"{'variant':<34}{'servers':>8}{'window s':>9}{'squeue':>8}{'/min':>8}{'/min/srv':>9}" \
            f"{'squeue s/min':>13}{'in spawns':>10}{'spawn med s':>12}{'spawn max s':>12}"
@@ -199,9 +204,8 @@ def table(results: list[dict]) -> str:
                     f"{r['squeue_calls_during_spawns']:>10}{r['spawn_median_s']:>12.1f}{r['spawn_max_s']:>12.1f}")
     carme = results[0]
     for base in results[1:]:
-        rows.append(f"Carme / {base['variant']}: squeue calls per minute "
-                    f"{carme['calls_per_min'] / max(base['calls_per_min'], 1e-9):.2f}, "
-                    f"median spawn time {carme['spawn_median_s'] / base['spawn_median_s']:.2f}")
+        rows.append(f"Carme / {base['variant']}: squeue calls per minute {ratio(carme, base, 'calls_per_min')}, "
+                    f"median spawn time {ratio(carme, base, 'spawn_median_s')}")
     return "\n".join(rows)
 
 

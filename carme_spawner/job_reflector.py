@@ -57,6 +57,7 @@ class SlurmJobReflector:
         self.interval = interval
         self.name_prefix = name_prefix
         self.max_backoff = max(max_backoff, interval)
+        self.kick_min_gap = min(1.0, interval / 2)
         self.stale_warning_after = stale_warning_after
         self._lister = lister or slurm.squeue_all
         self.jobs: dict[str, slurm.SlurmJob] = {}
@@ -129,7 +130,7 @@ class SlurmJobReflector:
     async def wait_for_snapshot(self, newer_than: float, timeout: float | None = None, kick: bool = True) -> bool:
         """Wait until a good snapshot begun after `newer_than` (a time.time()) exists.
 
-        With `kick`, asks the watch for an early call (served at most once per half interval,
+        With `kick`, asks the watch for an early call (served at most once per `kick_min_gap`,
         however many ask). Returns False on time-out (SLURM not answering), True otherwise.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -229,8 +230,8 @@ class SlurmJobReflector:
             try:
                 # a fixed cadence: the call's own duration is part of the interval
                 await asyncio.wait_for(self._kick.wait(), max(0.0, self._delay() - (time.monotonic() - began)))
-                # a kick (a new job waiting for its first state) is served at most once per
-                # half interval, so kicks cannot multiply squeue calls
-                await asyncio.sleep(max(0.0, self.snapshot_started + self.interval / 2 - time.time()))
+                # a kick (a starting server waiting for news) is served at most once per
+                # `kick_min_gap`, however many ask, so kicks cannot multiply squeue calls
+                await asyncio.sleep(max(0.0, self.snapshot_started + self.kick_min_gap - time.time()))
             except asyncio.TimeoutError:
                 pass

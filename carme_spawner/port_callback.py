@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+from batchspawner import BatchSpawnerBase
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
@@ -24,13 +25,33 @@ PATH = r"/api/batchspawner"
 PORT_RANGE = (1024, 65535)
 
 
+class PlainBatchSpawnerReport:
+    """The safe part of batchspawner's protocol for a plain (non-Carme) batchspawner spawner.
+
+    JupyterHub loads every installed spawner entry point, so this handler replaces batchspawner's
+    even in a hub that never uses Carme. Such spawners still get their port (and nothing else):
+    batchspawner's start() waits for `port` to become non-zero.
+    """
+
+    def __init__(self, spawner):
+        self.spawner = spawner
+
+    def accept_port_report(self, port: int) -> None:
+        if self.spawner.pending != "spawn" or self.spawner.port:
+            raise ValueError("this server is not waiting for a port report")
+        self.spawner.port = port
+
+
 def find_reporting_spawner(user, token: str):
     """The spawner (unwrapping wrapspawner parents) whose server token is `token`, or None."""
     for spawner in user.spawners.values():
         candidate = spawner
         while candidate is not None:
-            if getattr(candidate, "api_token", None) == token and hasattr(candidate, "accept_port_report"):
-                return candidate
+            if getattr(candidate, "api_token", None) == token:
+                if hasattr(candidate, "accept_port_report"):
+                    return candidate
+                if isinstance(candidate, BatchSpawnerBase):
+                    return PlainBatchSpawnerReport(candidate)
             candidate = getattr(candidate, "child_spawner", None)
     return None
 
@@ -61,7 +82,7 @@ class PortReportHandler(APIHandler):
             raise web.HTTPError(403, "a server's own token is required")
         spawner = find_reporting_spawner(user, token)
         if spawner is None:
-            raise web.HTTPError(403, "this token belongs to no starting Carme server of yours")
+            raise web.HTTPError(403, "this token belongs to no batch server of yours")
         try:
             body = json.loads(self.request.body or b"null")
         except ValueError:

@@ -408,9 +408,10 @@ class CarmeSpawner(SlurmSpawner):
                     if message != last_message:
                         self._emit(message, 30 if job.is_pending else 60)
                         last_message = message
-                # the first state of a new job is worth an early squeue; later ones come each interval
-                first = view.snapshot_started <= self.submitted_at
-                change = asyncio.ensure_future(self.watch.wait_for_snapshot(view.snapshot_started, kick=first))
+                # worth an early squeue: the first state of a new job, and the one after its port
+                # report (the job runs now); other changes come with the regular interval
+                kick = view.snapshot_started <= self.submitted_at or self._port_reported.is_set()
+                change = asyncio.ensure_future(self.watch.wait_for_snapshot(view.snapshot_started, kick=kick))
                 await asyncio.wait({change, port_wait}, return_when=asyncio.FIRST_COMPLETED)
                 change.cancel()
         finally:

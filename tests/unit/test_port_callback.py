@@ -59,3 +59,22 @@ async def test_batchspawner_shell_paths_are_closed():
     for name in ("run_command", "submit_batch_script", "query_job_status", "cancel_batch_job"):
         with pytest.raises(NotImplementedError):
             await getattr(CarmeSpawner, name)(None, "touch /tmp/x")
+
+
+def test_plain_batchspawner_spawners_get_their_port_and_nothing_else():
+    """JupyterHub loads every spawner entry point, so a plain batchspawner hub is served by this
+    handler too: its starting spawner gets the port; nothing else can be set."""
+    from batchspawner import SlurmSpawner
+
+    plain = SlurmSpawner()
+    plain.api_token = "p"
+    user = SimpleNamespace(spawners={"": plain})
+    report = find_reporting_spawner(user, "p")
+    with pytest.raises(ValueError):  # not starting
+        report.accept_port_report(8888)
+    plain._spawn_pending = True
+    report.accept_port_report(8888)
+    assert plain.port == 8888
+    with pytest.raises(ValueError):  # already reported
+        report.accept_port_report(9999)
+    assert plain.port == 8888
