@@ -1,1 +1,54 @@
-"""Placeholder: filled by a later issue (see README)."""
+"""Carme's container catalog: load, validate and watch the images users may run; filter them by role.
+
+Pure and self-contained: imports nothing from other Carme packages (the spawner and the services
+import it). Typical use::
+
+    source = CatalogSource("/etc/carme/catalog", "/var/lib/carme/catalog-user", interval=5)
+    view = source.current().visible_to(role, username, runnable_only=True)
+    entry = view.get("pytorch")          # None: unknown or not allowed for this user
+
+The example catalog shipped with the package is at :data:`EXAMPLE_CATALOG`.
+"""
+
+from pathlib import Path
+
+from .access import ROLES, USER_ENTRY_ROLES, may_add_user_entries
+from .catalog import Catalog
+from .image_reference import (
+    IMAGE_SCHEMES,
+    ImageReferenceError,
+    check_image_reference,
+    check_user_image_reference,
+)
+from .loader import load_catalog, read_entries_file
+from .schema import (
+    RUNNABLE_INTERFACES,
+    SECTIONS,
+    BindMount,
+    CatalogEntry,
+    CatalogProblem,
+    InvalidEntry,
+    parse_entry,
+)
+from .fields import GPU_MODES, INTERFACES
+from .user_entries import (
+    UserEntryConflict,
+    UserEntryError,
+    UserEntryForbidden,
+    UserEntryNotFound,
+    add_user_entry,
+    disable_user_entry,
+    enable_user_entry,
+)
+from .watcher import CatalogSource
+
+EXAMPLE_CATALOG = Path(__file__).parent / "example"
+
+__all__ = [
+    "BindMount", "Catalog", "CatalogEntry", "CatalogProblem", "CatalogSource", "EXAMPLE_CATALOG",
+    "GPU_MODES", "IMAGE_SCHEMES", "INTERFACES", "ImageReferenceError", "InvalidEntry", "ROLES",
+    "RUNNABLE_INTERFACES", "SECTIONS", "USER_ENTRY_ROLES", "UserEntryConflict", "UserEntryError",
+    "UserEntryForbidden", "UserEntryNotFound", "add_user_entry", "check_image_reference",
+    "check_user_image_reference", "disable_user_entry", "load_catalog", "may_add_user_entries",
+    "enable_user_entry", "parse_entry", "read_entries_file",
+]

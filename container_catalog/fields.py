@@ -1,0 +1,243 @@
+"""One check per entry field (pure): untrusted value in, normalized value out, or FieldError.
+
+Each check names the rule it enforces; :func:`container_catalog.schema.parse_entry` runs them
+and turns every FieldError into a CatalogProblem naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .access import ROLES
+from .image_reference import ImageReferenceError, check_image_reference
+
+ENTRY_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # == carme_spawner.options.IMAGE_ID
+ENTRY_ID_RULE = (
+    "a slug: lowercase letters, digits, '_', '.', '-', starting with a letter or digit, 1-64 characters"
+)
+OWNER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")  # == carme_spawner.accounts.POSIX_USERNAME
+TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}")
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+BIND_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")
+
+INTERFACES = ("jupyterlab", "notebook", "code-server")
+GPU_MODES = ("required", "optional", "none")
+BIND_MODES = ("rw", "ro")
+
+MAX_NAME = 80
+MAX_DESCRIPTION = 1000
+MAX_MAINTAINER = 200
+MAX_TAGS = 32
+MAX_TAG_VALUE = 80
+MAX_ROLES_LISTED = 10
+MAX_BINDS = 16
+MAX_BIND_SPEC = 1024
+MAX_ENV = 64
+MAX_ENV_NAME = 128
+MAX_ENV_VALUE = 1000
+
+# names an entry may not set, and why (the message tells the catalog's author)
+_RUNTIME_REASON = (
+    "configures the container runtime (binds, namespaces, image, injected variables)"
+    " and would bypass the catalog's checks"
+)
+FORBIDDEN_ENV_PREFIXES = {
+    "JUPYTERHUB_": "is set by the hub for the single-user server (token, URLs); overriding it breaks login",
+    "JPY_": "is set by the hub for the single-user server (legacy API token); overriding it breaks login",
+    "SLURM_": "describes the job's allocation and is set by SLURM; overriding it misleads tools",
+    # APPTAINER_*, APPTAINERENV_* (and SINGULARITY*): runtime settings and injected container variables
+    "APPTAINER": _RUNTIME_REASON,
+    "SINGULARITY": _RUNTIME_REASON,
+    "LD_": "changes which shared libraries every program loads (library injection); set it in the image",
+}
+FORBIDDEN_ENV_NAMES = {
+    "PATH": "decides which programs run; set it inside the image instead",
+    "CUDA_VISIBLE_DEVICES": "selects the GPUs SLURM allocated to the job; SLURM sets it",
+    "NVIDIA_VISIBLE_DEVICES": "selects the GPUs SLURM allocated to the job; the runtime sets it",
+}
+
+
+class FieldError(ValueError):
+    """A field broke a rule: .field names it (dotted, e.g. "tags.cuda"), .message states the rule."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def describe(value: Any) -> str:
+    """A short, single-line description of an untrusted value for messages."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value) if not isinstance(value, int) or abs(value) < 10**12 else "a very large number"
+    if isinstance(value, str):
+        text = repr(value[:40])  # repr escapes newlines and other control characters
+        return text if len(value) <= 40 else text[:-1] + "..." + text[-1]
+    return f"a value of type {type(value).__name__}"
+
+
+def field_name(key: Any) -> str:
+    """`key` as a field name safe to show (printable, short)."""
+    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 40 else describe(key)
+
+
+def entry_id(value: Any, field: str = "id") -> str:
+    if not isinstance(value, str) or not ENTRY_ID.fullmatch(value):
+        rule = f"{ENTRY_ID_RULE} ([a-z0-9][a-z0-9_.-]{{0,63}})"
+        raise FieldError(field, f"must be {rule}; got {describe(value)}")
+    return value
+
+
+def owner_name(value: Any, field: str = "owner") -> str:
+    if not isinstance(value, str) or not OWNER_NAME.fullmatch(value):
+        rule = "a POSIX user name ([a-z_][a-z0-9_.-]{0,31})"
+        raise FieldError(field, f"must be {rule}; got {describe(value)}")
+    return value
+
+
+def text(value: Any, field: str, max_length: int, *, required: bool = False) -> str:
+    """A single-line printable string, surrounding spaces removed, at most `max_length` characters."""
+    if not isinstance(value, str):
+        raise FieldError(field, f"must be text, got {describe(value)}")
+    value = value.strip(" ")
+    if required and not value:
+        raise FieldError(field, "must not be empty")
+    if len(value) > max_length:
+        raise FieldError(field, f"must be at most {max_length} characters, got {len(value)}")
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        message = f"must be printable on one line; contains non-printable character {ord(bad):#06x}"
+        raise FieldError(field, message)
+    return value
+
+
+def display_name(value: Any, field: str = "name") -> str:
+    """The name shown on the form: 1-80 printable characters on one line."""
+    return text(value, field, MAX_NAME, required=True)
+
+
+def paragraph(value: Any, field: str, max_length: int) -> str:
+    """Free text where line breaks and runs of whitespace become single spaces (YAML `>`/`|` blocks)."""
+    if not isinstance(value, str):
+        raise FieldError(field, f"must be text, got {describe(value)}")
+    return text(" ".join(value.split()), field, max_length)
+
+
+def choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise FieldError(field, f"must be one of {', '.join(allowed)}; got {describe(value)}")
+    return value
+
+
+def flag(value: Any, field: str) -> bool:
+    if type(value) is not bool:
+        raise FieldError(field, f"must be true or false, got {describe(value)}")
+    return value
+
+
+def image(value: Any, field: str = "image") -> str:
+    try:
+        return check_image_reference(value)
+    except ImageReferenceError as e:
+        raise FieldError(field, str(e)) from None
+
+
+def scalar_text(value: Any, field: str, max_length: int) -> str:
+    """A tag or env value: text, or a whole number (kept as text). No floats: YAML reads 12.10 as 12.1."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    elif isinstance(value, float):
+        message = f"write the number as quoted text (YAML reads 12.10 as 12.1); got {describe(value)}"
+        raise FieldError(field, message)
+    elif not isinstance(value, str):
+        raise FieldError(field, f"must be text or a whole number, got {describe(value)}")
+    return text(value, field, max_length)
+
+
+def tags(value: Any, field: str = "tags") -> tuple[tuple[str, str], ...]:
+    """A mapping `{framework: pytorch}` or a list of labels `[pytorch, gpu]` (a label: a tag valued "")."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = [(label, "") for label in value]
+    else:
+        message = f"must be a mapping of names to values or a list of labels, got {describe(value)}"
+        raise FieldError(field, message)
+    if len(items) > MAX_TAGS:
+        raise FieldError(field, f"at most {MAX_TAGS} tags, got {len(items)}")
+    result = {}
+    for key, tag_value in items:
+        if not isinstance(key, str) or not TAG_KEY.fullmatch(key):
+            rule = "letters, digits, '_', '.', '+', '-', starting with a letter or digit, 1-40 characters"
+            raise FieldError(field, f"tag name {describe(key)} must be {rule}")
+        if key in result:
+            raise FieldError(f"{field}.{key}", "is listed twice")
+        result[key] = scalar_text(tag_value, f"{field}.{key}", MAX_TAG_VALUE)
+    return tuple(result.items())
+
+
+def roles(value: Any, field: str = "roles") -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        allowed = ", ".join(ROLES)
+        message = (f"must be a non-empty list of roles from {allowed} (e.g. [power, admin]);"
+                   f" got {describe(value)}")
+        raise FieldError(field, message)
+    if len(value) > MAX_ROLES_LISTED:
+        raise FieldError(field, f"at most {MAX_ROLES_LISTED} items, got {len(value)}")
+    for i, role in enumerate(value):
+        choice(role, f"{field}[{i}]", ROLES)
+    return tuple(role for role in ROLES if role in value)
+
+
+def bind(value: Any, field: str) -> tuple[str, str, str]:
+    """A bind spec `src[:dst[:ro|rw]]` as (source, target, mode); target defaults to source, mode to rw."""
+    if not isinstance(value, str):
+        raise FieldError(field, f"must be a bind spec 'src[:dst[:ro|rw]]' as text, got {describe(value)}")
+    if len(value) > MAX_BIND_SPEC:
+        raise FieldError(field, f"must be at most {MAX_BIND_SPEC} characters, got {len(value)}")
+    bad = next((c for c in value if c == "," or c.isspace() or not c.isprintable()), None)
+    if bad is not None:
+        what = (
+            "a comma (apptainer would split the bind there)" if bad == ","
+            else f"whitespace or non-printable character {ord(bad):#06x}"
+        )
+        raise FieldError(field, f"must not contain {what}; got {describe(value)}")
+    parts = value.split(":")
+    if len(parts) > 3:
+        raise FieldError(field, f"must be 'src[:dst[:ro|rw]]' (at most two ':'); got {describe(value)}")
+    source = parts[0]
+    target = parts[1] if len(parts) > 1 else source
+    mode = parts[2] if len(parts) > 2 else "rw"
+    for label, path in (("source", source), ("target", target)):
+        if not BIND_PATH.fullmatch(path):
+            rule = "an absolute path (characters A-Za-z0-9_./+@-)"
+            raise FieldError(field, f"{label} must be {rule}; got {describe(path)}")
+        if ".." in path.split("/"):
+            raise FieldError(field, f"{label} must not contain '..'; got {describe(path)}")
+    if mode not in BIND_MODES:
+        raise FieldError(field, f"mode must be ro or rw; got {describe(mode)}")
+    return source, target, mode
+
+
+def env(value: Any, field: str = "env") -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise FieldError(field, f"must be a mapping of variable names to values, got {describe(value)}")
+    if len(value) > MAX_ENV:
+        raise FieldError(field, f"at most {MAX_ENV} variables, got {len(value)}")
+    result = []
+    for name, var_value in value.items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name) or len(name) > MAX_ENV_NAME:
+            rule = f"[A-Z_][A-Z0-9_]* (at most {MAX_ENV_NAME} characters)"
+            raise FieldError(field, f"variable name {describe(name)} must match {rule}")
+        reason = FORBIDDEN_ENV_NAMES.get(name) or next(
+            (why for prefix, why in FORBIDDEN_ENV_PREFIXES.items() if name.startswith(prefix)), None
+        )
+        if reason:
+            raise FieldError(f"{field}.{name}", f"may not be set by a catalog entry: it {reason}")
+        var_text = scalar_text(var_value, f"{field}.{name}", MAX_ENV_VALUE)
+        if "," in var_text:
+            message = "must not contain a comma (apptainer splits --env values at commas)"
+            raise FieldError(f"{field}.{name}", message)
+        result.append((name, var_text))
+    return tuple(result)

@@ -1,0 +1,207 @@
+"""The catalog entry model and its validation (pure: mappings in, frozen entries or problems out).
+
+An entry describes one container image users may run: id, display name, image reference,
+interface, GPU need, tags, allowed roles, extra binds and environment, maintainer, enabled. It
+comes from a site catalog file (section "site") or from the user-defined store (sections "user",
+one per owner, and "shared"); the latter also record their owner.
+
+:func:`parse_entry` checks every field and collects every problem; an entry that breaks any rule
+is never built, so an invalid entry cannot reach a form or a job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from . import fields as f
+from .access import ROLES, role_may_use
+
+SECTIONS = ("site", "shared", "user")
+USER_SECTIONS = ("shared", "user")
+RUNNABLE_INTERFACES = ("jupyterlab",)  # others validate; they become runnable with their launchers
+
+SITE_FIELDS = (
+    "id", "name", "description", "image", "interface", "gpu", "tags", "roles", "binds", "env",
+    "maintainer", "enabled",
+)
+USER_ENTRY_FIELDS = SITE_FIELDS + ("owner", "section")
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    """Something wrong in the catalog: which file, which field, which rule."""
+
+    path: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.field}: {self.message}"
+
+
+class InvalidEntry(ValueError):
+    """An entry broke one or more rules; .problems lists them all, .field/.message the first."""
+
+    def __init__(self, problems: tuple[CatalogProblem, ...]):
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = tuple(problems)
+        self.field = self.problems[0].field
+        self.message = self.problems[0].message
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """One extra bind into the container: `source` on the node to `target` in the container."""
+
+    source: str
+    target: str
+    mode: str = "rw"  # rw | ro
+
+    @property
+    def spec(self) -> str:
+        """The `--bind` argument: "source:target:mode"."""
+        return f"{self.source}:{self.target}:{self.mode}"
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One validated container image of the catalog."""
+
+    id: str
+    name: str
+    image: str
+    description: str = ""
+    interface: str = "jupyterlab"  # jupyterlab | notebook | code-server
+    gpu: str = "optional"  # required | optional | none
+    tags: tuple[tuple[str, str], ...] = ()  # (name, value); value "" for a plain label
+    roles: tuple[str, ...] = ROLES
+    binds: tuple[BindMount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    maintainer: str = ""
+    enabled: bool = True
+    section: str = "site"  # site | shared | user
+    owner: str | None = None  # who added a user-defined entry
+    source: str = field(default="", compare=False)  # the file the entry was read from
+
+    def allowed_for(self, role: str) -> bool:
+        """True if `role` may run this entry (listed in roles, or admin). Ignores `enabled`."""
+        return role_may_use(self.roles, role)
+
+    @property
+    def runnable(self) -> bool:
+        """True if Carme can start this entry now: enabled and an interface Carme launches."""
+        return self.enabled and self.interface in RUNNABLE_INTERFACES
+
+    @property
+    def user_defined(self) -> bool:
+        return self.section in USER_SECTIONS
+
+    def tag(self, name: str) -> str | None:
+        """The value of tag `name` ("" for a plain label), or None."""
+        return dict(self.tags).get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as plain data (JSON/YAML); parse_entry(entry.to_dict(), ...) gives the entry back."""
+        data: dict[str, Any] = {
+            "id": self.id, "name": self.name, "description": self.description, "image": self.image,
+            "interface": self.interface, "gpu": self.gpu, "tags": dict(self.tags), "roles": list(self.roles),
+            "binds": [b.spec for b in self.binds], "env": dict(self.env), "maintainer": self.maintainer,
+            "enabled": self.enabled,
+        }
+        if self.user_defined:
+            data.update(owner=self.owner, section=self.section)
+        return data
+
+
+def parse_entry(
+    data: Any, *, source: str = "<entry>", section: str = "site", owner: str | None = None, prefix: str = ""
+) -> CatalogEntry:
+    """Validate one entry mapping; return the CatalogEntry or raise InvalidEntry listing every problem.
+
+    `source` names the file in problems, `prefix` the entry's place in it ("images[2]."). For the
+    user-defined sections, `owner`/`section` in `data` must agree with the given ones (from the
+    file's location); a shared entry without a given owner takes the recorded one.
+    """
+    if section not in SECTIONS:
+        raise ValueError(f"section must be one of {', '.join(SECTIONS)}, got {section!r}")
+    if not isinstance(data, Mapping):
+        where = prefix.rstrip(".") or "entry"
+        message = f"must be a mapping of field names to values, got {f.describe(data)}"
+        raise InvalidEntry((CatalogProblem(source, where, message),))
+    problems: list[CatalogProblem] = []
+
+    def check(name: str, rule, *args, default: Any = None, required: bool = False) -> Any:
+        value = data.get(name)
+        if value is None:
+            if required:
+                problems.append(CatalogProblem(source, prefix + name, "is required"))
+            return default
+        try:
+            return rule(value, prefix + name, *args)
+        except f.FieldError as e:
+            problems.append(CatalogProblem(source, e.field, e.message))
+            return default
+
+    allowed = SITE_FIELDS if section == "site" else USER_ENTRY_FIELDS
+    for key in data:
+        if key not in allowed:
+            if key in USER_ENTRY_FIELDS:
+                message = "is recorded only for user-defined entries (the catalog service sets it)"
+            else:
+                message = f"unknown field; allowed: {', '.join(SITE_FIELDS)}"
+            problems.append(CatalogProblem(source, prefix + f.field_name(key), message))
+
+    values = dict(
+        id=check("id", f.entry_id, required=True),
+        name=check("name", f.display_name, required=True),
+        image=check("image", f.image, required=True),
+        description=check("description", f.paragraph, f.MAX_DESCRIPTION, default=""),
+        interface=check("interface", f.choice, f.INTERFACES, default="jupyterlab"),
+        gpu=check("gpu", f.choice, f.GPU_MODES, default="optional"),
+        tags=check("tags", f.tags, default=()),
+        roles=check("roles", f.roles, default=ROLES),
+        binds=tuple(BindMount(*b) for b in check("binds", _binds, default=())),
+        env=check("env", f.env, default=()),
+        maintainer=check("maintainer", f.text, f.MAX_MAINTAINER, default=""),
+        enabled=check("enabled", f.flag, default=True),
+    )
+    if section != "site":
+        values.update(_ownership(data, section, owner, source, prefix, problems))
+    if problems:
+        raise InvalidEntry(tuple(problems))
+    return CatalogEntry(**values, source=source)
+
+
+def _binds(value: Any, field: str) -> tuple[tuple[str, str, str], ...]:
+    if not isinstance(value, list):
+        message = f"must be a list of bind specs 'src[:dst[:ro|rw]]', got {f.describe(value)}"
+        raise f.FieldError(field, message)
+    if len(value) > f.MAX_BINDS:
+        raise f.FieldError(field, f"at most {f.MAX_BINDS} binds, got {len(value)}")
+    return tuple(f.bind(spec, f"{field}[{i}]") for i, spec in enumerate(value))
+
+
+def _ownership(data: Mapping, section: str, owner: str | None, source: str, prefix: str,
+               problems: list[CatalogProblem]) -> dict[str, Any]:
+    """owner/section of a user-defined entry: recorded values must match where the file lives."""
+    recorded_section = data.get("section", section)
+    if recorded_section != section:
+        message = f"says {f.describe(recorded_section)} but the entry is stored in the {section} section"
+        problems.append(CatalogProblem(source, prefix + "section", message))
+    recorded_owner = data.get("owner", owner)
+    if owner is not None and recorded_owner != owner:
+        message = f"says {f.describe(recorded_owner)} but the entry is stored in the section of {owner}"
+        problems.append(CatalogProblem(source, prefix + "owner", message))
+        return {"section": section, "owner": owner}
+    if recorded_owner is None:
+        problems.append(CatalogProblem(source, prefix + "owner", "is required for a user-defined entry"))
+        return {"section": section, "owner": None}
+    try:
+        return {"section": section, "owner": f.owner_name(recorded_owner, prefix + "owner")}
+    except f.FieldError as e:
+        problems.append(CatalogProblem(source, e.field, e.message))
+        return {"section": section, "owner": None}

@@ -1,0 +1,229 @@
+"""User-defined entries: add to a user's own or the shared section, disable or re-enable them.
+
+Storage (see `store_layout`): one YAML file per entry, `<store>/users/<owner>/<id>.yaml` or
+`<store>/shared/<id>.yaml`, holding the normalized entry with its `owner` and `section`. Files
+are written to a hidden temporary file in the same directory, fsynced, set to mode 0644, then
+moved into place: a new entry with `os.link` (atomic and never overwrites, so two concurrent adds
+of one id cannot both win), a changed entry (disable/enable) with `os.replace`. Readers therefore
+see the old file or the new one, never half of one. The catalog loader and watcher read the store.
+
+Who may call these (power users and admins, see `access.may_add_user_entries`) is decided by the
+caller; these functions enforce what is stored: the same schema as the site catalog, plus the
+stricter image-reference rule (allowed schemes and prefixes from the caller, no `..`, no shell
+metacharacters), ids unique per section and not taken by the site catalog.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import yaml
+
+from . import fields as f
+from .image_reference import ImageReferenceError, check_user_image_reference
+from .loader import CATALOG_SUFFIXES, read_entries_file
+from .schema import CatalogEntry, CatalogProblem, InvalidEntry, parse_entry
+from .store_layout import entry_file, section_dir
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+MAX_ENTRIES_PER_SECTION = 200
+REQUEST = "<new user entry>"  # the source named in problems of a request
+
+
+class UserEntryError(ValueError):
+    """The request is invalid (HTTP 400): .field and .message name the first problem, .problems all."""
+
+    def __init__(self, field: str, message: str, problems: tuple[CatalogProblem, ...] = ()):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.problems = problems or (CatalogProblem(REQUEST, field, message),)
+
+
+class UserEntryForbidden(UserEntryError):
+    """The caller may not change this entry (HTTP 403)."""
+
+
+class UserEntryNotFound(UserEntryError):
+    """No such entry in that section (HTTP 404)."""
+
+
+class UserEntryConflict(UserEntryError):
+    """The id is taken in that section or by the site catalog (HTTP 409)."""
+
+
+def add_user_entry(
+    store: str | Path,
+    owner: str,
+    data: Mapping[str, Any],
+    *,
+    shared: bool = False,
+    allowed_schemes: Iterable[str],
+    allowed_prefixes: Iterable[str],
+    reserved_ids: Iterable[str] = (),
+    max_entries: int = MAX_ENTRIES_PER_SECTION,
+) -> CatalogEntry:
+    """Validate `data` and store it as `owner`'s entry (own section, or the shared one); return it.
+
+    `allowed_schemes` ⊆ {"file", "docker", "oras", "library"} ("file" = absolute .sif path) and
+    `allowed_prefixes` (e.g. "/opt/carme/images/", f"/home/{owner}/", "docker://nvcr.io/") come
+    from the site's settings; `reserved_ids` are the site catalog's ids (`catalog.ids("site")`).
+    """
+    section = "shared" if shared else "user"
+    owner = _owner(owner)
+    if not isinstance(data, Mapping):
+        message = f"must be a mapping of field names to values, got {f.describe(data)}"
+        raise UserEntryError("entry", message)
+    for key in ("owner", "section"):
+        if key in data:
+            raise UserEntryError(key, "is set by Carme (who you are, where the entry goes); leave it out")
+    entry = _parse_with_user_image_rules(data, section, owner, allowed_schemes, allowed_prefixes)
+    if entry.id in set(reserved_ids):
+        raise UserEntryConflict("id", f"{entry.id!r} is already used by the site catalog; choose another id")
+
+    directory = section_dir(store, section, owner)
+    _make_dirs(directory)
+    where = "the shared section" if shared else f"the section of {owner}"
+    existing = [p for p in _entry_files(directory)]
+    if any(p.stem == entry.id for p in existing):
+        raise UserEntryConflict("id", f"{entry.id!r} already exists in {where} (re-enable that one instead)")
+    if len(existing) >= max_entries:
+        raise UserEntryError("id", f"{where} already holds {len(existing)} entries (at most {max_entries})")
+    path = entry_file(store, section, owner, entry.id)
+    try:
+        _write_atomically(path, entry, replace=False)
+    except FileExistsError:
+        raise UserEntryConflict("id", f"{entry.id!r} already exists in {where}") from None
+    return dataclasses.replace(entry, source=str(path))
+
+
+def disable_user_entry(store: str | Path, owner: str, entry_id: str, *, shared: bool = False,
+                       admin: bool = False) -> CatalogEntry:
+    """Disable an entry (kept on disk, so its id stays taken; hidden from forms); return it as stored.
+
+    Own section: `owner` names the section (an admin acting on alice's entry passes "alice").
+    Shared section: `owner` is the caller, who must be the recorded owner unless `admin` is true.
+    """
+    return _set_enabled(store, owner, entry_id, False, shared=shared, admin=admin)
+
+
+def enable_user_entry(store: str | Path, owner: str, entry_id: str, *, shared: bool = False,
+                      admin: bool = False, allowed_schemes: Iterable[str],
+                      allowed_prefixes: Iterable[str]) -> CatalogEntry:
+    """Enable a disabled entry again; its image must pass today's rules (the site may have narrowed them)."""
+    def check(entry: CatalogEntry) -> None:
+        try:
+            check_user_image_reference(entry.image, allowed_schemes, allowed_prefixes)
+        except ImageReferenceError as e:
+            raise UserEntryError("image", str(e)) from None
+
+    return _set_enabled(store, owner, entry_id, True, shared=shared, admin=admin, check=check)
+
+
+def _set_enabled(store: str | Path, owner: str, entry_id: str, enabled: bool, *, shared: bool, admin: bool,
+                 check: Callable[[CatalogEntry], None] | None = None) -> CatalogEntry:
+    section = "shared" if shared else "user"
+    caller = _owner(owner)
+    try:
+        path = entry_file(store, section, caller, entry_id)
+    except f.FieldError as e:
+        raise UserEntryNotFound("id", e.message) from None
+    if not path.is_file():
+        where = "the shared section" if shared else f"the section of {caller}"
+        raise UserEntryNotFound("id", f"no entry {entry_id!r} in {where}")
+    section_owner = None if shared else caller
+    entries, problems = read_entries_file(path, section=section, owner=section_owner, single_entry=True)
+    if problems or not entries:
+        first = problems[0] if problems else CatalogProblem(str(path), "file", "holds no entry")
+        raise UserEntryError(first.field, f"the stored entry is invalid: {first.message}", tuple(problems))
+    entry = entries[0]
+    if shared and not admin and entry.owner != caller:
+        message = f"shared entry {entry_id!r} belongs to {entry.owner}; only they or an admin may change it"
+        raise UserEntryForbidden("owner", message)
+    if check is not None:
+        check(entry)
+    if entry.enabled != enabled:
+        entry = dataclasses.replace(entry, enabled=enabled)
+        _write_atomically(path, entry, replace=True)
+    return entry
+
+
+def _parse_with_user_image_rules(data: Mapping[str, Any], section: str, owner: str,
+                                 allowed_schemes: Iterable[str],
+                                 allowed_prefixes: Iterable[str]) -> CatalogEntry:
+    """parse_entry, with the image judged by the stricter user rule (its message replaces the site rule's)."""
+    image_problem = None
+    if data.get("image") is not None:
+        try:
+            check_user_image_reference(data["image"], allowed_schemes, allowed_prefixes)
+        except ImageReferenceError as e:
+            image_problem = CatalogProblem(REQUEST, "image", str(e))
+    try:
+        entry = parse_entry(dict(data), source=REQUEST, section=section, owner=owner)
+        problems = []
+    except InvalidEntry as e:
+        entry, problems = None, list(e.problems)
+    if image_problem is not None:
+        problems = [p for p in problems if p.field != "image"]
+        problems.insert(0, image_problem)
+    if problems:
+        raise UserEntryError(problems[0].field, problems[0].message, tuple(problems))
+    return entry
+
+
+def _owner(owner: Any) -> str:
+    try:
+        return f.owner_name(owner)
+    except f.FieldError as e:
+        raise UserEntryError(e.field, e.message) from None
+
+
+def _entry_files(directory: Path) -> list[Path]:
+    return [directory / n for n in os.listdir(directory)
+            if not n.startswith(".") and Path(n).suffix in CATALOG_SUFFIXES]
+
+
+def _make_dirs(directory: Path) -> None:
+    missing = []
+    parent = directory
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIR_MODE)
+            os.chmod(path, DIR_MODE)  # whatever the umask: the hub and services read the store
+        except FileExistsError:
+            pass
+
+
+def _write_atomically(path: Path, entry: CatalogEntry, *, replace: bool) -> None:
+    text = yaml.safe_dump(entry.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+            os.fchmod(stream.fileno(), FILE_MODE)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic create that fails if the id exists
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
