@@ -172,7 +172,80 @@ def apply_services(carme: dict) -> None:
     ]
 
 
+CATALOG_KEYS = {"dir", "user_dir", "url", "user_image_schemes", "user_image_prefixes", "power_groups", "reload_interval"}
+
+
+def apply_catalog(carme: dict) -> None:
+    """The container catalog: the spawner reads it, the carme-catalog service serves and extends it."""
+    catalog = carme.get("catalog")
+    if catalog is None or catalog is False:
+        return
+    catalog = {} if catalog is True else catalog
+    where = "carme.catalog"
+    if not isinstance(catalog, dict):
+        raise SystemExit(f"{where} must be a mapping of {', '.join(sorted(CATALOG_KEYS))} (or true)")
+    unknown = sorted(set(catalog) - CATALOG_KEYS)
+    if unknown:
+        raise SystemExit(f"{where} has no setting {unknown[0]!r}; known: {', '.join(sorted(CATALOG_KEYS))}")
+    import sys
+
+    from carme_services.catalog import SERVICE_NAME, WRITE_SCOPE
+    from container_catalog import EXAMPLE_CATALOG
+
+    directory = str(catalog.get("dir") or EXAMPLE_CATALOG)
+    user_dir = pathlib.Path(catalog.get("user_dir") or "/var/lib/carme/catalog-user")
+    user_dir.mkdir(parents=True, exist_ok=True)
+    interval = float(catalog.get("reload_interval", 5))
+    c.CarmeSpawner.catalog_dir = directory
+    c.CarmeSpawner.user_catalog_dir = str(user_dir)
+    c.CarmeSpawner.catalog_reload_interval = interval
+    power_groups = list(catalog.get("power_groups") or ["power"])
+    command = [sys.executable, "-m", "carme_services.catalog", "--catalog-dir", directory, "--user-dir", str(user_dir),
+               "--reload-interval", f"{interval:g}"]
+    for scheme in catalog.get("user_image_schemes") or ["file"]:
+        command += ["--scheme", str(scheme)]
+    for prefix in catalog.get("user_image_prefixes") or []:
+        command += ["--prefix", str(prefix)]
+    for group in power_groups:
+        command += ["--power-group", str(group)]
+    services = list(c.JupyterHub.get("services") or [])
+    if any(s.get("name") == SERVICE_NAME for s in services):
+        raise SystemExit(f"JupyterHub.services already names a service {SERVICE_NAME}: drop it or {where}")
+    services.append(
+        {
+            "name": SERVICE_NAME,
+            "url": str(catalog.get("url", "http://127.0.0.1:10102")),
+            "command": command,
+            "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": [WRITE_SCOPE],
+        }
+    )
+    c.JupyterHub.services = services
+    scopes = dict(c.JupyterHub.get("custom_scopes") or {})
+    scopes[WRITE_SCOPE] = {"description": "Add and disable user-defined images in Carme's container catalog."}
+    c.JupyterHub.custom_scopes = scopes
+    admins = set(c.Authenticator.get("admin_users") or ()) | set(c.JupyterHub.get("admin_users") or ())
+    roles = list(c.JupyterHub.get("load_roles") or [])
+    # every user may use the catalog (the default 'user' role, extended)
+    user_role = next((r for r in roles if r.get("name") == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        roles.append(user_role)
+    user_role["scopes"] = list(user_role.get("scopes") or ["self"]) + [f"access:services!service={SERVICE_NAME}"]
+    roles.append(
+        {
+            "name": f"{SERVICE_NAME}-writers",
+            "description": "Power users and admins may add their own images to the catalog.",
+            "groups": power_groups,
+            "users": sorted(admins),
+            "scopes": [WRITE_SCOPE],
+        }
+    )
+    c.JupyterHub.load_roles = roles
+
+
 settings = load_settings()
 apply_carme_section(settings.get("carme") or {})
 apply_sections(settings)
 apply_services(settings.get("carme") or {})
+apply_catalog(settings.get("carme") or {})

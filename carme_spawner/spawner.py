@@ -11,7 +11,6 @@ import asyncio
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
@@ -21,7 +20,8 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from . import port_callback, progress, slurm, status_api
 from .accounts import AccountError, JobAccount, resolve_account
-from .form import ImageChoice, defaults_from_last_choice, render_options_form
+from .form import defaults_from_last_choice, render_options_form
+from .images import CatalogImage, images_from_catalog, images_from_setting, shared_catalog
 from .batch_script import JobSite, render_batch_script
 from .job_reflector import SlurmJobReflector
 from .options import (
@@ -33,16 +33,6 @@ from .options import (
     parse_options,
     validate_limits,
 )
-
-
-@dataclass(frozen=True)
-class CatalogImage:
-    """An image the user may run: what the form shows, and what the job runs."""
-
-    choice: ImageChoice
-    reference: str  # .sif path or docker:// / oras:// / library:// URI
-    binds: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
 
 
 class SpawnFailed(web.HTTPError):
@@ -117,6 +107,16 @@ class CarmeSpawner(SlurmSpawner):
         "docker:// / oras:// / library:// URI. (The catalog issue replaces this with the catalog.)",
     )
     default_image = Unicode("", config=True, help="Image id used when the user names none.")
+    catalog_dir = Unicode(
+        "",
+        config=True,
+        help="Directory of the site's container catalog (YAML files, see container_catalog). When set, the "
+        "catalog replaces `images`: users see and may run exactly the enabled entries their role allows.",
+    )
+    user_catalog_dir = Unicode(
+        "", config=True, help="Directory of user-defined catalog entries (written by the carme-catalog service)."
+    )
+    catalog_reload_interval = Float(5.0, config=True, help="Seconds between checks of the catalog files for changes.")
     container_runtime = Unicode(
         "apptainer", config=True, help="Container runtime command: apptainer or singularity (or a path to one)."
     )
@@ -203,8 +203,11 @@ class CarmeSpawner(SlurmSpawner):
         )
 
     def image_choices(self, account: JobAccount) -> list[CatalogImage]:
-        """The images `account` may run (the site's `images` setting until a catalog is configured)."""
-        return [CatalogImage(ImageChoice(id=i, name=i), ref) for i, ref in sorted(self.images.items())]
+        """The images `account` may run: the catalog's entries for its role, else the `images` setting."""
+        if not self.catalog_dir:
+            return images_from_setting(self.images)
+        source = shared_catalog(self.catalog_dir, self.user_catalog_dir or None, self.catalog_reload_interval, self.log)
+        return images_from_catalog(source.current(), account.role, account.username)
 
     def spawn_limits(self, images: list[CatalogImage]) -> SpawnLimits:
         return validate_limits(

@@ -22,8 +22,7 @@ def cluster():
     r = subprocess.run(["bash", str(REPO / "dev" / "cluster.sh"), "up"], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.fail(f"the local SLURM cluster did not start:\n{r.stdout}\n{r.stderr}", pytrace=False)
-    yield
-    slurm_probe.cancel_all("carme-test-")
+    # no session-wide clean-up: each running_hub cancels its own jobs (another session may share the cluster)
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ class Hub:
         wrapper.write_text(SQUEUE_WRAPPER)
         wrapper.chmod(0o755)
         self.token = secrets.token_hex(32)
+        self.demo_password = secrets.token_hex(8)
         self.public_port, self.hub_port, self.proxy_api_port = ports
         self.job_prefix = job_prefix
         self.settings = settings
@@ -71,14 +72,15 @@ class Hub:
             {
                 "name": "carme-tests",
                 "services": ["carme-tests"],
-                "scopes": ["admin:users", "admin:servers", "admin:server_state", "tokens", "read:users"],
+                "scopes": ["admin:users", "admin:servers", "admin:server_state", "tokens", "read:users", "admin:groups"],
             }
         ]
         env = {
             "PATH": f"{self.bindir}:{STANDINS}:{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8",
             "CARME_SETTINGS": str(self.settings),
-            "CARME_DEMO_PASSWORD": secrets.token_hex(8),
+            "CARME_DEMO_PASSWORD": self.demo_password,
+            "CARME__carme__authenticator": "dummy",  # LDAP tests set their own (extra_env)
             "CARME__carme__state_dir": str(self.workdir / "state"),
             "CARME__JupyterHub__bind_url": self.url,
             "CARME__JupyterHub__hub_port": str(self.hub_port),
@@ -87,6 +89,15 @@ class Hub:
             "CARME__ConfigurableHTTPProxy__api_url": f"http://127.0.0.1:{self.proxy_api_port}",
             "CARME__CarmeSpawner__slurm_poll_interval": str(self.poll_interval),
             "CARME__CarmeSpawner__job_name_prefix": self.job_prefix,
+            # each test hub its own catalog service port and user-entry store
+            "CARME__carme__catalog": json.dumps(
+                {
+                    "user_dir": str(self.workdir / "catalog-user"),
+                    "url": f"http://127.0.0.1:{self.public_port + 2}",
+                    "user_image_prefixes": ["/opt/carme/images/"],
+                    "reload_interval": 1,
+                }
+            ),
         }
         env.update(self.extra_env)
         return env
