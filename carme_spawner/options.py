@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from container_catalog.fields import ENTRY_ID
+from container_catalog.image_reference import ImageReferenceError, check_image_reference
+
 KNOWN_OPTIONS = ("gpus", "image", "partition", "reservation", "runtime")
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-IMAGE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_IMAGE_PATH = re.compile(r"/[A-Za-z0-9_./+-]*\.sif")
-_IMAGE_URI = re.compile(r"(docker|oras|library)://[A-Za-z0-9_./:@+-]+")
-_MAX_IMAGE_REFERENCE = 512
+IMAGE_ID = ENTRY_ID  # the catalog owns the rules for image ids and references
 
 _DIGITS = re.compile(r"[0-9]{1,3}")
 _RUNTIME_MINUTES = re.compile(r"[0-9]{1,6}")
@@ -163,15 +163,10 @@ def format_duration(minutes: int) -> str:
 
 def validate_image_reference(ref: str) -> str:
     """Return `ref` if it is an absolute .sif path or a docker/oras/library URI; else ValueError."""
-    if not isinstance(ref, str) or len(ref) > _MAX_IMAGE_REFERENCE:
-        raise ValueError(f"image reference must be a string of at most {_MAX_IMAGE_REFERENCE} characters")
-    if _IMAGE_URI.fullmatch(ref) or (_IMAGE_PATH.fullmatch(ref) and ".." not in ref.split("/")):
-        return ref
-    raise ValueError(
-        "image reference must be an absolute path ending in .sif (characters A-Za-z0-9_./+-, no '..')"
-        " or a docker://, oras:// or library:// URI (characters A-Za-z0-9_./:@+-)"
-        f"; got {_describe(ref)}"
-    )
+    try:
+        return check_image_reference(ref)
+    except ImageReferenceError as e:
+        raise ValueError(f"image reference {e}") from None
 
 
 def validate_limits(limits: SpawnLimits) -> SpawnLimits:

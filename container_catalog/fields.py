@@ -12,7 +12,7 @@ from typing import Any
 from .access import ROLES
 from .image_reference import ImageReferenceError, check_image_reference
 
-ENTRY_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # == carme_spawner.options.IMAGE_ID
+ENTRY_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # also the spawner's image id rule
 ENTRY_ID_RULE = (
     "a slug: lowercase letters, digits, '_', '.', '-', starting with a letter or digit, 1-64 characters"
 )

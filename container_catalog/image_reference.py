@@ -1,8 +1,7 @@
 """Rules for an image reference: the site rule and the stricter rule for user-defined entries (pure).
 
-The site rule is the same as `carme_spawner.options.validate_image_reference` (its regexes are
-copied here on purpose: this package imports nothing from other Carme packages). A reference is
-an absolute path ending in `.sif` or a `docker://`, `oras://` or `library://` URI.
+The site rule is Carme's one definition of a valid image reference (the spawner's options use
+it too): an absolute path ending in `.sif` or a `docker://`, `oras://` or `library://` URI.
 
 User-defined entries must also pass :func:`check_user_image_reference`: the scheme must be one
 the site allows, the reference must start with an allowed prefix, and `..` or shell
@@ -14,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-# copied from carme_spawner.options (_IMAGE_PATH, _IMAGE_URI, _MAX_IMAGE_REFERENCE): keep them equal
 IMAGE_PATH = re.compile(r"/[A-Za-z0-9_./+-]*\.sif")
 IMAGE_URI = re.compile(r"(docker|oras|library)://[A-Za-z0-9_./:@+-]+")
 MAX_IMAGE_REFERENCE = 512
