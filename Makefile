@@ -4,24 +4,35 @@ VENV := /opt/carme/venv
 PYTHON := $(VENV)/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: demo test install cluster cluster-down unit integration lint
+.PHONY: demo test install install-browser cluster cluster-down ldap ldap-down unit integration lint
 
 ## install everything and start the demo hub on http://127.0.0.1:8000 (foreground; Ctrl-C stops it)
-demo: install cluster
+demo: install cluster ldap
 	bash dev/demo.sh
 
-## install what the tests need, start the local cluster, run the whole suite
-test: install cluster
+## install what the tests need (chromium too), start the local cluster and LDAP, run the whole suite
+test: install-browser cluster ldap
 	$(PYTHON) -m pytest -p no:cacheprovider tests $(PYTEST_ARGS)
 
 install:
 	bash dev/install.sh
+
+## install plus Debian's chromium and pip's playwright (browser tests)
+install-browser:
+	bash dev/install.sh --chromium
 
 cluster:
 	bash dev/cluster.sh up
 
 cluster-down:
 	bash dev/cluster.sh down
+
+## the development LDAP directory (slapd on 127.0.0.1:3389 StartTLS / 6636 LDAPS)
+ldap:
+	bash dev/ldap.sh up
+
+ldap-down:
+	bash dev/ldap.sh down
 
 unit:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)

@@ -43,9 +43,12 @@ def configurable_classes() -> dict[str, type[Configurable]]:
     from jupyterhub.proxy import ConfigurableHTTPProxy
     from jupyterhub.spawner import Spawner
 
+    from carme_auth import CarmeLDAPAuthenticator
     from carme_spawner import CarmeSpawner
 
-    classes = [JupyterHub, Authenticator, DummyAuthenticator, ConfigurableHTTPProxy, Spawner, CarmeSpawner]
+    classes = [
+        JupyterHub, Authenticator, DummyAuthenticator, CarmeLDAPAuthenticator, ConfigurableHTTPProxy, Spawner, CarmeSpawner,
+    ]
     try:  # sites that offer Carme as one profile among others
         from wrapspawner import ProfilesSpawner, WrapSpawner
 
@@ -91,8 +94,33 @@ def apply_carme_section(carme: dict) -> None:
         password = os.environ.get("CARME_DEMO_PASSWORD")
         if password:
             c.DummyAuthenticator.password = password
+    elif authenticator == "ldap":
+        # CarmeLDAPAuthenticator (section CarmeLDAPAuthenticator:); its auth_state (uid, gid, home,
+        # role for the spawner) is encrypted with JUPYTERHUB_CRYPT_KEY
+        c.JupyterHub.authenticator_class = "carme-ldap"
+        if not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
+            c.CryptKeeper.keys = [crypt_key(state_dir / "jupyterhub_crypt_key")]
     else:
-        raise SystemExit(f"carme.authenticator: unknown authenticator {authenticator!r}; known: dummy")
+        raise SystemExit(f"carme.authenticator: unknown authenticator {authenticator!r}; known: dummy, ldap")
+
+
+def crypt_key(path: pathlib.Path) -> str:
+    """The hub's auth_state key from `path` (made on first use: 32 random bytes, hex, mode 0600)."""
+    import secrets
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077:
+            raise SystemExit(f"{path}: the auth_state key must not be readable by group or others (chmod 0600)")
+        key = path.read_text().strip()
+        if len(key) != 64:
+            raise SystemExit(f"{path}: expected 64 hex digits (the auth_state key); remove it to make a new one")
+        return key
+    with os.fdopen(fd, "w") as f:
+        key = secrets.token_hex(32)
+        f.write(key + "\n")
+    return key
 
 
 # ---- Carme's hub-managed services (carme_services/) --------------------------------------------
@@ -167,6 +195,7 @@ def apply_services(carme: dict) -> None:
             "name": f"{name}-readers",
             "description": "May read carme-reconcile's report (the hub's admins).",
             "users": sorted(admins),
+            "groups": ["admin"],  # admins by LDAP role (carme_auth puts them in the hub group 'admin')
             "scopes": [READ_SCOPE],
         },
     ]
@@ -236,7 +265,7 @@ def apply_catalog(carme: dict) -> None:
         {
             "name": f"{SERVICE_NAME}-writers",
             "description": "Power users and admins may add their own images to the catalog.",
-            "groups": power_groups,
+            "groups": sorted(set(power_groups) | {"admin"}),  # admins by LDAP role are in the hub group 'admin'
             "users": sorted(admins),
             "scopes": [WRITE_SCOPE],
         }

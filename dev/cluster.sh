@@ -18,8 +18,8 @@ NODE_PORTS=(6818 6819)
 GPUS_PER_NODE=4
 CPUS_PER_NODE=8
 MEM_PER_NODE_MB=8192
-# name uid: the same numbers the test LDAP directory uses (uidNumber), as sssd/nslcd would map them
-TEST_USERS=("alice 10001" "bob 10002" "carol 10003" "dave 10004" "erin 10005")
+# name uid: the same numbers the test LDAP directory (dev/ldap.sh) uses (uidNumber), as sssd/nslcd would
+TEST_USERS=("alice 10001" "bob 10002" "carol 10003" "dave 10004" "erin 10005" "admin 10010")
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: ERROR: %s\n' "$*" >&2; exit 1; }
