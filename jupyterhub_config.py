@@ -130,18 +130,27 @@ def crypt_key(path: pathlib.Path) -> str:
 RECONCILE_KEYS = {"policy", "interval", "grace", "url"}
 
 
+def optional_section(carme: dict, key: str, known: set[str]) -> dict | None:
+    """`carme.<key>`: None when absent or false, {} when true, else its checked mapping."""
+    section = carme.get(key)
+    if section is None or section is False:
+        return None
+    if section is True:
+        return {}
+    if not isinstance(section, dict):
+        raise SystemExit(f"carme.{key} must be a mapping of {', '.join(sorted(known))} (or true)")
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise SystemExit(f"carme.{key} has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return section
+
+
 def apply_services(carme: dict) -> None:
     """Add the reconcile service when the settings' `carme:` section has `reconcile:` (opt-in)."""
-    reconcile = carme.get("reconcile")
-    if reconcile is None or reconcile is False:
-        return
-    reconcile = {} if reconcile is True else reconcile
     where = "carme.reconcile"
-    if not isinstance(reconcile, dict):
-        raise SystemExit(f"{where} must be a mapping of {', '.join(sorted(RECONCILE_KEYS))} (or true)")
-    unknown = sorted(set(reconcile) - RECONCILE_KEYS)
-    if unknown:
-        raise SystemExit(f"{where} has no setting {unknown[0]!r}; known: {', '.join(sorted(RECONCILE_KEYS))}")
+    reconcile = optional_section(carme, "reconcile", RECONCILE_KEYS)
+    if reconcile is None:
+        return
     import sys
 
     from carme_services.reconcile import ADOPT_REFUSAL, POLICIES, READ_SCOPE
@@ -206,16 +215,10 @@ CATALOG_KEYS = {"dir", "user_dir", "url", "user_image_schemes", "user_image_pref
 
 def apply_catalog(carme: dict) -> None:
     """The container catalog: the spawner reads it, the carme-catalog service serves and extends it."""
-    catalog = carme.get("catalog")
-    if catalog is None or catalog is False:
-        return
-    catalog = {} if catalog is True else catalog
     where = "carme.catalog"
-    if not isinstance(catalog, dict):
-        raise SystemExit(f"{where} must be a mapping of {', '.join(sorted(CATALOG_KEYS))} (or true)")
-    unknown = sorted(set(catalog) - CATALOG_KEYS)
-    if unknown:
-        raise SystemExit(f"{where} has no setting {unknown[0]!r}; known: {', '.join(sorted(CATALOG_KEYS))}")
+    catalog = optional_section(carme, "catalog", CATALOG_KEYS)
+    if catalog is None:
+        return
     import sys
 
     from carme_services.catalog import SERVICE_NAME, WRITE_SCOPE
