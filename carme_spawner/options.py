@@ -18,6 +18,8 @@ KNOWN_OPTIONS = ("gpus", "image", "partition", "reservation", "runtime")
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: fields of the HTML form that carry the request, not spawn options (tornado's XSRF token)
+FORM_TRANSPORT_FIELDS = ("_xsrf",)
 IMAGE_ID = ENTRY_ID  # the catalog owns the rules for image ids and references
 
 _DIGITS = re.compile(r"[0-9]{1,3}")
@@ -132,6 +134,8 @@ def options_from_form_data(formdata: Mapping[str, list[str]]) -> dict:
     """Form data ({name: [str, ...]}) as options: first non-empty value of known keys, others as-is."""
     options = {}
     for key, values in formdata.items():
+        if key in FORM_TRANSPORT_FIELDS:
+            continue
         if key not in KNOWN_OPTIONS:
             options[key] = values
             continue

@@ -323,3 +323,8 @@ def test_smuggling_is_refused_naming_the_field(field, value):
 
 def test_valid_values_of_the_smuggling_test_are_accepted():
     assert parse_options(VALID, LIMITS).partition == "interactive"
+
+
+def test_form_transport_fields_are_not_options():
+    formdata = {"_xsrf": ["2|abc"], "image": ["base"], "gpus": ["1"], "evil": ["x"]}
+    assert options_from_form_data(formdata) == {"image": "base", "gpus": "1", "evil": ["x"]}
