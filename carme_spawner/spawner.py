@@ -104,7 +104,7 @@ class CarmeSpawner(SlurmSpawner):
         {},
         config=True,
         help="Container images users may run: {id: reference}, the reference an absolute .sif path or a "
-        "docker:// / oras:// / library:// URI. (The catalog issue replaces this with the catalog.)",
+        "docker:// / oras:// / library:// URI. Used only when no catalog_dir is set (the catalog replaces it).",
     )
     default_image = Unicode("", config=True, help="Image id used when the user names none.")
     catalog_dir = Unicode(
