@@ -415,7 +415,8 @@ class CarmeSpawner(SlurmSpawner):
                 # report (the job runs now); other changes come with the regular interval
                 kick = view.snapshot_started <= self.submitted_at or self._port_reported.is_set()
                 change = asyncio.ensure_future(self.watch.wait_for_snapshot(view.snapshot_started, kick=kick))
-                await asyncio.wait({change, port_wait}, return_when=asyncio.FIRST_COMPLETED)
+                # once the port is in, only a new snapshot is news (a done port_wait would spin the loop)
+                await asyncio.wait({change} if port_wait.done() else {change, port_wait}, return_when=asyncio.FIRST_COMPLETED)
                 change.cancel()
         finally:
             port_wait.cancel()
