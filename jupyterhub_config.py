@@ -130,6 +130,19 @@ def crypt_key(path: pathlib.Path) -> str:
 RECONCILE_KEYS = {"policy", "interval", "grace", "url"}
 
 
+def hub_admins() -> set[str]:
+    """The admin users named in the configuration (LDAP admins come as the hub group 'admin')."""
+    return set(c.Authenticator.get("admin_users") or ()) | set(c.JupyterHub.get("admin_users") or ())
+
+
+def add_service(where: str, spec: dict) -> None:
+    """Add a managed service, refusing a second service of the same name."""
+    services = list(c.JupyterHub.get("services") or [])
+    if any(s.get("name") == spec["name"] for s in services):
+        raise SystemExit(f"JupyterHub.services already names a service {spec['name']}: drop it or {where}")
+    c.JupyterHub.services = services + [spec]
+
+
 def optional_section(carme: dict, key: str, known: set[str]) -> dict | None:
     """`carme.<key>`: None when absent or false, {} when true, else its checked mapping."""
     section = carme.get(key)
@@ -170,11 +183,9 @@ def apply_services(carme: dict) -> None:
     # the spawner's own prefix: the service must look for exactly the jobs the hub names
     prefix = c.CarmeSpawner.get("job_name_prefix") or CarmeSpawner.job_name_prefix.default_value
     name = "carme-reconcile"
-    services = list(c.JupyterHub.get("services") or [])
-    if any(s.get("name") == name for s in services):
-        raise SystemExit(f"JupyterHub.services already names a service {name}: drop it or carme.reconcile")
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "SLURM_CONF") if k in os.environ}
-    services.append(
+    add_service(
+        where,
         {
             "name": name,
             "url": str(reconcile.get("url", "http://127.0.0.1:10101")),
@@ -188,11 +199,10 @@ def apply_services(carme: dict) -> None:
             "display": False,
         }
     )
-    c.JupyterHub.services = services
     scopes = dict(c.JupyterHub.get("custom_scopes") or {})
     scopes[READ_SCOPE] = {"description": "Read Carme's reconcile report: orphan jobs, vanished servers."}
     c.JupyterHub.custom_scopes = scopes
-    admins = set(c.Authenticator.get("admin_users") or ()) | set(c.JupyterHub.get("admin_users") or ())
+    admins = hub_admins()
     c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles") or []) + [
         {
             "name": name,
@@ -240,10 +250,8 @@ def apply_catalog(carme: dict) -> None:
         command += ["--prefix", str(prefix)]
     for group in power_groups:
         command += ["--power-group", str(group)]
-    services = list(c.JupyterHub.get("services") or [])
-    if any(s.get("name") == SERVICE_NAME for s in services):
-        raise SystemExit(f"JupyterHub.services already names a service {SERVICE_NAME}: drop it or {where}")
-    services.append(
+    add_service(
+        where,
         {
             "name": SERVICE_NAME,
             "url": str(catalog.get("url", "http://127.0.0.1:10102")),
@@ -252,11 +260,10 @@ def apply_catalog(carme: dict) -> None:
             "oauth_client_allowed_scopes": [WRITE_SCOPE],
         }
     )
-    c.JupyterHub.services = services
     scopes = dict(c.JupyterHub.get("custom_scopes") or {})
     scopes[WRITE_SCOPE] = {"description": "Add and disable user-defined images in Carme's container catalog."}
     c.JupyterHub.custom_scopes = scopes
-    admins = set(c.Authenticator.get("admin_users") or ()) | set(c.JupyterHub.get("admin_users") or ())
+    admins = hub_admins()
     roles = list(c.JupyterHub.get("load_roles") or [])
     # every user may use the catalog (the default 'user' role, extended)
     user_role = next((r for r in roles if r.get("name") == "user"), None)

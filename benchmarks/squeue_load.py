@@ -38,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from tests.integration.hub import REPO, VENV, Hub  # noqa: E402
+from tests.integration.hub import REPO, Hub  # noqa: E402
 
 USERS = ("alice", "bob", "carol", "dave")  # at most 4 servers per hub on the shared cluster
 OPTIONS = {"gpus": 0, "image": "python-cpu"}
@@ -71,23 +71,7 @@ class BenchHub(Hub):
         self.log_path.touch(mode=0o600)
 
     def start(self, timeout: float = 90) -> None:
-        # Hub.start with self.config_file instead of Carme's jupyterhub_config.py
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(
-                [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
-                cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"JupyterHub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if self.session.get(f"{self.api}/", timeout=2).status_code == 200:
-                    return
-            except Exception:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"JupyterHub did not answer within {timeout} s:\n{self.log_tail()}")
+        super().start(timeout)  # Hub.start with self.config_file
 
     def squeue_log(self) -> list[tuple[float, float]]:
         path = self.bindir / "squeue.calls"

@@ -64,15 +64,17 @@ class CatalogHandler(CarmeServiceHandler):
     def visible(self):
         return self.source.current().visible_to(self.role, self.username)
 
-    def searched(self):
-        return self.visible().search(self.get_argument("q", ""), self.get_argument("tag", None) or None)
+    def searched(self, visible=None):
+        visible = self.visible() if visible is None else visible
+        return visible.search(self.get_argument("q", ""), self.get_argument("tag", None) or None)
 
 
 class PageHandler(CatalogHandler):
     @web.authenticated
     def get(self):
-        entries = list(self.searched())
-        all_tags = sorted({f"{k}:{v}" if v else k for e in self.visible() for k, v in e.tags})
+        visible = self.visible()
+        entries = list(self.searched(visible))
+        all_tags = sorted({f"{k}:{v}" if v else k for e in visible for k, v in e.tags})
         problems = self.source.current().problems if self.role == "admin" else ()
         self.finish(
             self.render_page(

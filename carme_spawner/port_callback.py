@@ -96,8 +96,12 @@ class PortReportHandler(APIHandler):
         self.finish({"message": f"port {port} accepted"})
 
 
-def install() -> None:
-    """Serve PATH with PortReportHandler instead of any other handler (idempotent)."""
+def replace_api_handler(path: str, handler) -> None:
+    """Serve the hub API `path` with `handler` instead of any other handler (idempotent)."""
     handlers = apihandlers.default_handlers
-    handlers[:] = [h for h in handlers if h[0] != PATH]
-    handlers.append((PATH, PortReportHandler))
+    handlers[:] = [h for h in handlers if h[0] != path]
+    handlers.append((path, handler))
+
+
+def install() -> None:
+    replace_api_handler(PATH, PortReportHandler)

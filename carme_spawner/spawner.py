@@ -385,6 +385,10 @@ class CarmeSpawner(SlurmSpawner):
         self.log.info("Server %s: job %s serves at %s:%s", self._log_name, self.job_id, ip, self.port)
         return ip, self.port
 
+    def _job_over(self, view) -> bool:
+        """SLURM says so: the job ended, or a snapshot begun after submission lacks it."""
+        return (view.job is not None and view.job.is_terminal) or view.known_gone(self.submitted_at)
+
     def _cancel_late_submission(self, submission: asyncio.Future) -> None:
         if submission.cancelled() or submission.exception() is not None:
             return
@@ -400,7 +404,7 @@ class CarmeSpawner(SlurmSpawner):
             while True:
                 view = self.watch.view(self.job_id)
                 job = view.job
-                if (job is not None and job.is_terminal) or view.known_gone(self.submitted_at):
+                if self._job_over(view):
                     raise SpawnFailed(await self._failure_text(job))
                 if job is not None:
                     if job.is_running and self._port_reported.is_set():
@@ -436,7 +440,7 @@ class CarmeSpawner(SlurmSpawner):
             except OSError:
                 pass
             view = self.watch.view(self.job_id)
-            if (view.job is not None and view.job.is_terminal) or view.known_gone(self.submitted_at):
+            if self._job_over(view):
                 raise SpawnFailed(await self._failure_text(view.job))
             await asyncio.sleep(0.5)
         raise SpawnFailed(f"JupyterLab in job {self.job_id} did not answer within {self.http_timeout} s")

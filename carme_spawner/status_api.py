@@ -6,11 +6,11 @@ carries a warning: servers are kept as they were, but their state is not fresh.
 
 from __future__ import annotations
 
-from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
 from .job_reflector import SlurmJobReflector
+from .port_callback import replace_api_handler
 
 PATH = r"/api/carme/status"
 
@@ -27,6 +27,4 @@ class CarmeStatusHandler(APIHandler):
 
 
 def install() -> None:
-    handlers = apihandlers.default_handlers
-    handlers[:] = [h for h in handlers if h[0] != PATH]
-    handlers.append((PATH, CarmeStatusHandler))
+    replace_api_handler(PATH, CarmeStatusHandler)

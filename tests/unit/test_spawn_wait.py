@@ -37,6 +37,7 @@ async def test_a_reported_port_does_not_spin_the_wait_loop():
     fake = SimpleNamespace(
         watch=SlowWatch(), job_id="7", submitted_at=50.0, _port_reported=reported, _emit=lambda *a: None
     )
+    fake._job_over = lambda view: CarmeSpawner._job_over(fake, view)
     running = await CarmeSpawner._wait_for_job_and_port(fake)
     assert running.is_running
     assert fake.watch.views <= 3, f"the loop turned {fake.watch.views} times while waiting 0.3 s"
