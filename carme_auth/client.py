@@ -96,7 +96,6 @@ class LDAPClient:
         self._service_password = service_password
         self._service: ldap3.Connection | None = None
         self._lock = threading.Lock()
-        self.reconnects = 0  # how often the service connection had to be re-opened
 
     # ---- connections ---------------------------------------------------------------------------
     def _tls(self) -> ldap3.Tls:
@@ -186,7 +185,6 @@ class LDAPClient:
                         raise DirectoryUnavailable(
                             f"the service connection failed twice: {explain(e)}"
                         ) from None
-                    self.reconnects += 1
 
     def _close_service(self) -> None:
         if self._service is not None:

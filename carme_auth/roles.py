@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-ROLES = ("user", "power", "admin")  # lowest first
+from carme_core.roles import ROLES
+
 DEFAULT_ROLE_GROUPS = {"carme-admins": "admin", "carme-power": "power", "carme-users": "user"}
 
 

@@ -1,10 +1,14 @@
-"""Carme's hub-managed services: each one small tornado app in one module, run by the hub.
+"""Carme's hub-managed services: each one small Application on the shared base, run by the hub.
 
-Each service is started by JupyterHub (`c.JupyterHub.services`, wired in jupyterhub_config.py)
-as `python -m carme_services.<name>`, talks to the hub's REST API with its own token and scopes,
-serves a JSON API under `/services/<name>/api/` behind `HubOAuthenticated` handlers and custom
-scopes (`custom:<name>:read`), and reaches SLURM only through `carme_spawner.slurm`.
+- `base`: `CarmeService` (settings as traitlets, logging, listen, periodic tasks, /metrics),
+  `HubClient` (the hub's REST API and its SLURM view), `CarmeServiceHandler` (HubOAuth, scopes
+  through JupyterHub's check_scopes, hub-styled pages with XSRF), `db` (state for services that
+  keep it).
+- `wiring`: the pure pieces of each service's `hub_service(settings)`; `jupyterhub_config.py`
+  loops over the enabled services (entry point group `carme.services`) and merges what they declare.
+- `reconcile`: finds Carme's SLURM jobs that no hub server claims (orphans), reports or cancels them.
+- `catalog`: the container catalog's REST API and page; power users add their own images.
 
-- `reconcile`: finds Carme's SLURM jobs that no hub server claims (orphans) and reports or
-  cancels them; reports ready servers whose job SLURM no longer lists.
+Services read SLURM only through the hub's view (`GET /hub/api/carme/slurm/...`); a service that
+changes SLURM runs its command (`carme_slurm.commands`) and waits for the next snapshot.
 """

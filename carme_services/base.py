@@ -1,27 +1,53 @@
-"""The small shared base of Carme's hub-managed services.
+"""The base of Carme's hub-managed services: one small traitlets Application each.
 
-- `ServiceEnvironment`: what JupyterHub hands a managed service (prefix, URL, API, token).
-- `CarmeServiceHandler`: HubOAuth-authenticated handlers with JSON errors for `/api/` paths,
-  the caller's Carme role, scope checks, and pages rendered inside the hub's own `page.html`
-  (Bootstrap 5), so a service looks like the hub.
-- `make_app()`: a tornado application with the OAuth callback wired.
+A service subclasses `CarmeService` (like jupyterhub-idle-culler, it is an Application run by the
+hub) and gives three things: its settings (traitlets with `help=`, so
+`python -m carme_services.<name> --help-all` documents every key), its periodic work
+(`periodic_tasks`) and its web side (`web_handlers`). The base owns the rest:
+
+- settings: the hub passes the service's section of the settings file as JSON in
+  $CARME_SERVICE_CONFIG (see `carme_services.wiring`); command-line flags override it;
+- logging in JupyterHub's format, listening where the hub proxies to ($JUPYTERHUB_SERVICE_URL);
+- periodic tasks that never die of a bug, counted in `/metrics` (prometheus_client, scope
+  `custom:carme-metrics:read`);
+- `HubClient`: the hub's REST API with the service's own token (paginated), and the hub's ONE
+  view of SLURM (`GET /hub/api/carme/slurm/...`): services never ask SLURM themselves;
+- `CarmeServiceHandler`: HubOAuth, JSON errors under `/api/`, scope checks through JupyterHub's
+  own `check_scopes` (filtered scopes such as `...!user=dave` and `...!group=x` work), the
+  caller's Carme role (`carme_core.roles`), and pages inside the hub's `page.html` with a
+  working XSRF token (a form POST without it is refused by HubOAuth with 403).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Awaitable, Callable
+from urllib.parse import urlencode, urlparse
 
 import jinja2
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, check_scopes
 from jupyterhub.utils import url_path_join
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from traitlets import Unicode, default
+from traitlets.config import Application, Config
 
-ROLES = ("user", "power", "admin")
+from carme_core.roles import CarmeRoles, role_of_model
+
+CONFIG_ENV = "CARME_SERVICE_CONFIG"
+METRICS_SCOPE = "custom:carme-metrics:read"
+PAGINATION = "application/jupyterhub-pagination+json"
+LOG_FORMAT = "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"
 
 
 def hub_template_dir() -> Path:
@@ -32,58 +58,211 @@ def hub_template_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class ServiceEnvironment:
+class PeriodicTask:
+    """`run` every `interval` seconds, the first time after `delay`."""
+
     name: str
-    prefix: str  # e.g. /services/carme-catalog/
-    url: str  # where this service listens, e.g. http://127.0.0.1:10102
-    hub_prefix: str  # e.g. /hub/
+    interval: float
+    run: Callable[[], Awaitable[object]]
+    delay: float = 0.0
 
-    @classmethod
-    def from_env(cls) -> ServiceEnvironment:
-        name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "")
-        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
-        url = os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10100")
-        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
-        return cls(name=name, prefix=prefix, url=url, hub_prefix=hub_prefix)
+
+class HubClient:
+    """The hub's REST API with this service's own token."""
+
+    def __init__(self, api_url: str, token: str, timeout: float = 60):
+        self.api_url, self.token, self.timeout = api_url.rstrip("/"), token, timeout
+
+    async def get(self, path: str, accept: str = "application/json", **query):
+        url = f"{self.api_url}/{path.lstrip('/')}" + (f"?{urlencode(query)}" if query else "")
+        response = await AsyncHTTPClient().fetch(
+            HTTPRequest(url, headers={"Authorization": f"token {self.token}", "Accept": accept},
+                        request_timeout=self.timeout)
+        )
+        return json.loads(response.body)
+
+    async def get_all(self, path: str, limit: int = 200, **query) -> list:
+        """Every item of a paginated list (e.g. `users`), page by page."""
+        items, offset = [], 0
+        while True:
+            page = await self.get(path, accept=PAGINATION, offset=offset, limit=limit, **query)
+            items.extend(page["items"])
+            following = page["_pagination"]["next"]
+            if not following:
+                return items
+            offset = following["offset"]
+
+    async def slurm(self, kind: str) -> dict:
+        """The hub's view of SLURM: `jobs`, `nodes` or `reservations`, with the snapshot's health."""
+        return await self.get(f"carme/slurm/{kind}")
+
+
+class CarmeService(Application):
+    """The base Application of a Carme service (subclasses set name, description and the parts)."""
+
+    name = "carme-service"
+    template_dir: Path | None = None  # a service's own templates (they extend the hub's page.html)
+
+    url = Unicode(
+        config=True,
+        help="Where this service listens (the hub proxies /services/<name>/ to it). "
+        "Default: $JUPYTERHUB_SERVICE_URL, which the hub sets from the service's `url`.",
+    )
+
+    @default("url")
+    def _url_default(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10100")
+
+    hub_api_url = Unicode(
+        config=True, help="The hub's REST API. Default: $JUPYTERHUB_API_URL, set by the hub for its services."
+    )
+
+    @default("hub_api_url")
+    def _hub_api_url_default(self):
+        return os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+
+    service_prefix = Unicode(
+        config=True, help="The URL prefix the hub routes to this service. Default: $JUPYTERHUB_SERVICE_PREFIX."
+    )
+
+    @default("service_prefix")
+    def _service_prefix_default(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{self.name}/")
+
+    @default("log_level")
+    def _log_level_default(self):
+        return logging.INFO
+
+    @default("log_format")
+    def _log_format_default(self):
+        return LOG_FORMAT
+
+    @default("log_datefmt")
+    def _log_datefmt_default(self):
+        return "%Y-%m-%d %H:%M:%S"
+
+    aliases = {"log-level": "Application.log_level", "url": "CarmeService.url"}
+
+    # ---- the parts a service gives ---------------------------------------------------------------
+    def web_handlers(self) -> list[tuple[str, type, dict]]:
+        """(path below the service prefix, handler class, initialize kwargs) of the web side."""
+        return []
+
+    def periodic_tasks(self) -> list[PeriodicTask]:
+        return []
+
+    # ---- settings ------------------------------------------------------------------------------------
+    def initialize(self, argv=None):
+        """Settings from $CARME_SERVICE_CONFIG (the hub's wiring), then the command line on top."""
+        raw = os.environ.get(CONFIG_ENV)
+        if raw:
+            self.update_config(Config(json.loads(raw)))
+        self.parse_command_line(argv)
 
     @property
-    def port(self) -> int:
-        return urlparse(self.url).port or 80
+    def hub_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
 
     @property
-    def host(self) -> str:
-        return urlparse(self.url).hostname or "127.0.0.1"
+    def power_groups(self) -> tuple[str, ...]:
+        return tuple(CarmeRoles(parent=self).power_groups)
+
+    def hub_client(self) -> HubClient:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            raise SystemExit(f"{self.name}: JUPYTERHUB_API_TOKEN is not set (run it as a hub service)")
+        return HubClient(self.hub_api_url, token)
+
+    # ---- running ---------------------------------------------------------------------------------------
+    def make_web_app(self) -> web.Application:
+        dirs = [str(d) for d in (self.template_dir, hub_template_dir()) if d is not None]
+        jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(dirs), autoescape=True)
+        routes = [
+            (url_path_join(self.service_prefix, "oauth_callback"), HubOAuthCallbackHandler),
+            (url_path_join(self.service_prefix, "metrics"), MetricsHandler, {}),
+        ]
+        routes += [(url_path_join(self.service_prefix, path), handler, kwargs)
+                   for path, handler, kwargs in self.web_handlers()]
+        return web.Application(routes, cookie_secret=secrets.token_bytes(32), carme_service=self, jinja=jinja)
+
+    def start(self):
+        asyncio.run(self.run())
+
+    async def run(self) -> None:
+        url = urlparse(self.url)
+        self.make_web_app().listen(url.port or 80, url.hostname or "127.0.0.1")
+        self.log.info("%s serving %s on %s", self.name, self.service_prefix, url.netloc)
+        tasks = [asyncio.create_task(self._every(task), name=task.name) for task in self.periodic_tasks()]
+        await asyncio.gather(*tasks) if tasks else await asyncio.Event().wait()
+
+    async def _every(self, task: PeriodicTask) -> None:
+        await asyncio.sleep(task.delay)
+        while True:
+            began = time.monotonic()
+            try:
+                await task.run()
+                self.metrics.task_runs.labels(task.name, "ok").inc()
+                self.metrics.task_last_success.labels(task.name).set(time.time())
+            except Exception:  # a bug must not end the service
+                self.metrics.task_runs.labels(task.name, "error").inc()
+                self.log.exception("%s: task %s failed", self.name, task.name)
+            await asyncio.sleep(max(0.0, task.interval - (time.monotonic() - began)))
+
+    @cached_property
+    def metrics(self) -> ServiceMetrics:
+        return ServiceMetrics(self.name)
 
 
-def role_of(user: dict, power_groups: tuple[str, ...]) -> str:
-    """The caller's Carme role from the hub's user model: admin, power (by group) or user."""
-    if user.get("admin"):
-        return "admin"
-    if set(user.get("groups") or ()) & set(power_groups):
-        return "power"
-    return "user"
+class ServiceMetrics:
+    """The service's own Prometheus registry: the base's task counters, plus whatever it adds."""
+
+    def __init__(self, service: str):
+        self.registry = CollectorRegistry()
+        self.task_runs = Counter("carme_service_task_runs", "Runs of the service's periodic tasks",
+                                 ["task", "outcome"], registry=self.registry)
+        self.task_last_success = Gauge("carme_service_task_last_success_seconds",
+                                       "When each periodic task last succeeded (epoch s)", ["task"],
+                                       registry=self.registry)
+        info = Gauge("carme_service_info", "This Carme service", ["service"], registry=self.registry)
+        info.labels(service).set(1)
 
 
 class CarmeServiceHandler(HubOAuthenticated, web.RequestHandler):
     """Base handler: OAuth through the hub, JSON errors under /api/, hub-styled pages."""
 
     @property
-    def env(self) -> ServiceEnvironment:
-        return self.settings["carme_env"]
+    def service(self) -> CarmeService:
+        return self.settings["carme_service"]
+
+    @property
+    def log(self):
+        return self.service.log
+
+    @property
+    def username(self) -> str:
+        return (self.current_user or {}).get("name", "")
 
     @property
     def role(self) -> str:
-        return role_of(self.current_user or {}, self.settings["power_groups"])
+        return role_of_model(self.current_user or {}, self.service.power_groups)
 
-    def has_scope(self, scope: str) -> bool:
-        return scope in set((self.current_user or {}).get("scopes") or ())
+    def has_scope(self, scope: str, user: str | None = None) -> bool:
+        """Does the caller hold `scope` (for the resources of `user`, when given)? JupyterHub's own
+        check_scopes decides, so `scope!user=NAME` and `scope!group=G` grants work as in the hub."""
+        model = self.current_user or {}
+        required = {scope}
+        if user is not None:
+            required = {f"{scope}!user={user}"}
+            if user == model.get("name"):  # the caller's groups are known: group-filtered grants count
+                required |= {f"{scope}!group={g}" for g in model.get("groups") or ()}
+        return bool(check_scopes(required, set(model.get("scopes") or ())))
 
     def require(self, allowed: bool, message: str) -> None:
         if not allowed:
             raise web.HTTPError(403, message)
 
     def is_api(self) -> bool:
-        return self.request.path.startswith(url_path_join(self.env.prefix, "api"))
+        return self.request.path.startswith(url_path_join(self.service.service_prefix, "api"))
 
     def json_body(self) -> dict:
         try:
@@ -110,7 +289,7 @@ class CarmeServiceHandler(HubOAuthenticated, web.RequestHandler):
 
     def render_page(self, template: str, **context) -> str:
         user = self.current_user or {}
-        hub_prefix = self.env.hub_prefix
+        hub_prefix = self.service.hub_prefix
         page_user = {"name": user.get("name", ""), "json_escaped_name": json.dumps(user.get("name", ""))[1:-1]}
         return self.settings["jinja"].get_template(template).render(
             base_url=hub_prefix,
@@ -123,33 +302,21 @@ class CarmeServiceHandler(HubOAuthenticated, web.RequestHandler):
             no_spawner_check=True,
             parsed_scopes=set(),
             services=[],
-            xsrf_token="",
+            xsrf_token=self.xsrf_token.decode("ascii"),  # HubOAuth's token: forms post it as _xsrf
             version_hash="",
             announcement="",
-            service_prefix=self.env.prefix,
+            service_prefix=self.service.service_prefix,
             role=self.role,
             **context,
         )
 
 
-def make_app(
-    env: ServiceEnvironment,
-    handlers: list,
-    template_dir: Path,
-    power_groups: tuple[str, ...] = ("power",),
-    **settings,
-) -> web.Application:
-    loader = jinja2.ChoiceLoader(
-        [jinja2.FileSystemLoader(str(template_dir)), jinja2.FileSystemLoader(str(hub_template_dir()))]
-    )
-    jinja = jinja2.Environment(loader=loader, autoescape=True)
-    routes = [(url_path_join(env.prefix, "oauth_callback"), HubOAuthCallbackHandler)]
-    routes += [(url_path_join(env.prefix, path), handler, kwargs) for path, handler, kwargs in handlers]
-    return web.Application(
-        routes,
-        cookie_secret=secrets.token_bytes(32),
-        carme_env=env,
-        power_groups=tuple(power_groups),
-        jinja=jinja,
-        **settings,
-    )
+class MetricsHandler(CarmeServiceHandler):
+    """Prometheus metrics of this service, for holders of custom:carme-metrics:read."""
+
+    hub_scopes = {METRICS_SCOPE}
+
+    @web.authenticated
+    def get(self):
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(self.service.metrics.registry))

@@ -1,31 +1,39 @@
 """carme-catalog: the container catalog as a hub-managed service (REST API + a page in the hub's look).
 
     GET    /services/carme-catalog/                  page: containers your role may run, search by tag
+    POST   /services/carme-catalog/                  the page's form: add a user-defined image
     GET    /services/carme-catalog/api/images        JSON list (?q=text&tag=name:value), filtered by role
     GET    /services/carme-catalog/api/images/ID     one entry (404 when you may not see it)
     POST   /services/carme-catalog/api/images        add a user-defined image (scope custom:carme-catalog:write)
+    PATCH  /services/carme-catalog/api/images/ID     {"enabled": true|false} re-enable or disable your own entry
     DELETE /services/carme-catalog/api/images/ID     disable your own entry (?shared=1 for the shared section)
     GET    /services/carme-catalog/api/problems      catalog files that failed to load (admins)
 
-Users reach it with a hub token or through the hub's OAuth (browser). Adding images needs the
-custom scope `custom:carme-catalog:write`, which the hub grants to power users and admins. User
-entries may name an image only (from the site's allowed schemes and path prefixes): binds and
-environment variables stay the site's to set, because a shared entry runs for everyone who
-starts it. The spawner reads the same directories, so an added image can be started at once.
+Users reach it with a hub token or through the hub's OAuth (browser). Changing images needs the
+custom scope `custom:carme-catalog:write` for the caller's own entries: the hub grants it to
+power users and admins, and a site may grant it to single users or groups with a filter
+(`custom:carme-catalog:write!user=dave`). User entries may name an image only (from the site's
+allowed schemes and path prefixes): binds and environment variables stay the site's to set,
+because a shared entry runs for everyone who starts it. The spawner reads the same directories,
+so an added image can be started at once.
 
-    python -m carme_services.catalog --catalog-dir DIR --user-dir DIR [--scheme file --prefix /opt/images/]
+    python -m carme_services.catalog --help-all
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 from pathlib import Path
 
 from tornado import web
+from traitlets import Float, List, Unicode
+from traitlets.config import Config
+
+from carme_core.roles import ADMIN
 
 from container_catalog import (
+    EXAMPLE_CATALOG,
+    GPU_MODES,
     CatalogEntry,
     CatalogSource,
     UserEntryConflict,
@@ -34,16 +42,48 @@ from container_catalog import (
     UserEntryNotFound,
     add_user_entry,
     disable_user_entry,
-    may_add_user_entries,
+    enable_user_entry,
 )
 
-from .base import CarmeServiceHandler, ServiceEnvironment, make_app
+from .base import CarmeService, CarmeServiceHandler
+from .wiring import ServiceSettings, admins_role, checked_settings, service_spec
 
+NAME = "carme-catalog"
 WRITE_SCOPE = "custom:carme-catalog:write"
-SERVICE_NAME = "carme-catalog"
 USER_ENTRY_FIELDS = ("id", "name", "image", "description", "interface", "gpu", "tags", "maintainer", "shared")
-TEMPLATES = Path(__file__).parent / "templates"
-log = logging.getLogger(SERVICE_NAME)
+FORM_FIELDS = ("id", "name", "image", "description", "gpu")
+
+
+class CatalogService(CarmeService):
+    name = NAME
+    description = "The container catalog: what each role may run; power users add their own images."
+    template_dir = Path(__file__).parent / "templates"
+
+    catalog_dir = Unicode(str(EXAMPLE_CATALOG), config=True,
+                          help="The site's catalog directory (YAML files; default: the example shipped with Carme).")
+    user_dir = Unicode("/var/lib/carme/catalog-user", config=True,
+                       help="Where user-defined entries are stored (written by this service, read by the spawner).")
+    user_image_schemes = List(Unicode(), ["file"], config=True,
+                              help="What users may add: file (.sif paths), docker, oras, library.")
+    user_image_prefixes = List(Unicode(), [], config=True,
+                               help="Path or URI prefixes users' images must start with, e.g. /opt/carme/images/.")
+    reload_interval = Float(5.0, config=True, help="Seconds between checks of the catalog files for changes.")
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        self.source = CatalogSource(self.catalog_dir, self.user_dir, interval=self.reload_interval)
+
+    def web_handlers(self):
+        return [
+            (r"/?", PageHandler, {}),
+            (r"api/images/?", ImagesHandler, {}),
+            (r"api/images/([a-z0-9][a-z0-9_.-]{0,63})", ImageHandler, {}),
+            (r"api/problems", ProblemsHandler, {}),
+        ]
+
+    async def run(self):
+        self.log.info("catalog %s: %d entries", self.catalog_dir, len(self.source.latest()))
+        await super().run()
 
 
 def entry_json(entry: CatalogEntry) -> dict:
@@ -52,30 +92,84 @@ def entry_json(entry: CatalogEntry) -> dict:
     return data
 
 
+def _status(error: UserEntryError) -> int:
+    for kind, status in ((UserEntryForbidden, 403), (UserEntryNotFound, 404), (UserEntryConflict, 409)):
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
 class CatalogHandler(CarmeServiceHandler):
-    def initialize(self, source: CatalogSource, options: argparse.Namespace):
-        self.source = source
-        self.options = options
+    async def prepare(self):
+        # the files' check (due every reload_interval) runs in a worker thread, never on the loop
+        self.catalog = await asyncio.to_thread(self.source.current)
 
     @property
-    def username(self) -> str:
-        return (self.current_user or {}).get("name", "")
+    def source(self) -> CatalogSource:
+        return self.service.source
 
     def visible(self):
-        return self.source.current().visible_to(self.role, self.username)
+        return self.catalog.visible_to(self.role, self.username)
 
     def searched(self, visible=None):
         visible = self.visible() if visible is None else visible
         return visible.search(self.get_argument("q", ""), self.get_argument("tag", None) or None)
 
+    def may_write(self) -> bool:
+        return self.has_scope(WRITE_SCOPE, user=self.username)
+
+    def require_write(self) -> None:
+        self.require(self.may_write(), "adding or changing images needs the power-user role "
+                                       "(scope custom:carme-catalog:write for your own entries)")
+
+    def add(self, body: dict) -> CatalogEntry:
+        """Add the user-defined image in `body` for the caller; HTTPError naming the field otherwise."""
+        self.require_write()
+        refused = sorted(set(body) - set(USER_ENTRY_FIELDS))
+        if refused:
+            raise web.HTTPError(
+                400, f"{refused[0]}: not allowed in a user-defined image; allowed: {', '.join(USER_ENTRY_FIELDS)}"
+            )
+        shared = body.pop("shared", False)
+        if not isinstance(shared, bool):
+            raise web.HTTPError(400, "shared: must be true or false")
+        try:
+            entry = add_user_entry(
+                self.service.user_dir, self.username, body, shared=shared,
+                allowed_schemes=self.service.user_image_schemes, allowed_prefixes=self.service.user_image_prefixes,
+                reserved_ids=self.catalog.ids("site"),
+            )
+        except UserEntryError as e:
+            raise web.HTTPError(_status(e), f"{e.field}: {e.message}" if e.field else e.message) from None
+        self.source.reload()
+        self.log.info("%s added image %s (%s) to the %s section", self.username, entry.id, entry.image, entry.section)
+        return entry
+
 
 class PageHandler(CatalogHandler):
     @web.authenticated
     def get(self):
+        self.show()
+
+    @web.authenticated
+    def post(self):
+        """The page's form (HubOAuth refuses a POST without the page's XSRF token with 403)."""
+        form = {name: self.get_body_argument(name, "").strip() for name in FORM_FIELDS}
+        body = {k: v for k, v in form.items() if v}
+        body["shared"] = self.get_body_argument("shared", "") == "on"
+        try:
+            entry = self.add(body)
+        except web.HTTPError as e:
+            self.set_status(e.status_code)
+            self.show(error=e.log_message, form=form)
+            return
+        self.redirect(f"{self.service.service_prefix}?added={entry.id}")
+
+    def show(self, error: str = "", form: dict | None = None) -> None:
         visible = self.visible()
         entries = list(self.searched(visible))
         all_tags = sorted({f"{k}:{v}" if v else k for e in visible for k, v in e.tags})
-        problems = self.source.current().problems if self.role == "admin" else ()
+        problems = self.catalog.problems if self.role == ADMIN else ()
         self.finish(
             self.render_page(
                 "catalog.html",
@@ -84,6 +178,12 @@ class PageHandler(CatalogHandler):
                 query=self.get_argument("q", ""),
                 tag=self.get_argument("tag", ""),
                 all_tags=all_tags,
+                may_write=self.may_write(),
+                added=self.get_argument("added", ""),
+                error=error,
+                form=form or {},
+                gpu_modes=GPU_MODES,
+                prefixes=self.service.user_image_prefixes,
             )
         )
 
@@ -104,35 +204,7 @@ class ImagesHandler(CatalogHandler):
 
     @web.authenticated
     def post(self):
-        self.require(
-            self.has_scope(WRITE_SCOPE) and may_add_user_entries(self.role),
-            "adding images needs the power-user role (scope custom:carme-catalog:write)",
-        )
-        body = self.json_body()
-        refused = sorted(set(body) - set(USER_ENTRY_FIELDS))
-        if refused:
-            raise web.HTTPError(
-                400, f"{refused[0]}: not allowed in a user-defined image; allowed: {', '.join(USER_ENTRY_FIELDS)}"
-            )
-        shared = body.pop("shared", False)
-        if not isinstance(shared, bool):
-            raise web.HTTPError(400, "shared: must be true or false")
-        catalog = self.source.current()
-        try:
-            entry = add_user_entry(
-                self.options.user_dir,
-                self.username,
-                body,
-                shared=shared,
-                allowed_schemes=self.options.scheme,
-                allowed_prefixes=self.options.prefix,
-                reserved_ids=catalog.ids("site"),
-            )
-        except UserEntryError as e:
-            raise web.HTTPError(_status(e), f"{e.field}: {e.message}" if e.field else e.message) from None
-        self.source.reload()
-        log.info("%s added image %s (%s) to the %s section", self.username, entry.id, entry.image, entry.section)
-        self.write_json(entry_json(entry), 201)
+        self.write_json(entry_json(self.add(self.json_body())), 201)
 
 
 class ImageHandler(CatalogHandler):
@@ -145,72 +217,65 @@ class ImageHandler(CatalogHandler):
 
     @web.authenticated
     def delete(self, entry_id: str):
-        self.require(self.has_scope(WRITE_SCOPE), "changing images needs the scope custom:carme-catalog:write")
+        self.write_json(entry_json(self.set_enabled(entry_id, False)))
+
+    @web.authenticated
+    def patch(self, entry_id: str):
+        body = self.json_body()
+        if set(body) != {"enabled"} or not isinstance(body["enabled"], bool):
+            raise web.HTTPError(400, 'enabled: send {"enabled": true} or {"enabled": false}, nothing else')
+        self.write_json(entry_json(self.set_enabled(entry_id, body["enabled"])))
+
+    def set_enabled(self, entry_id: str, enabled: bool) -> CatalogEntry:
+        self.require_write()
         shared = self.get_argument("shared", "") in ("1", "true")
+        admin = self.role == ADMIN
         try:
-            entry = disable_user_entry(
-                self.options.user_dir, self.username, entry_id, shared=shared, admin=self.role == "admin"
-            )
+            if enabled:
+                entry = enable_user_entry(self.service.user_dir, self.username, entry_id, shared=shared, admin=admin,
+                                          allowed_schemes=self.service.user_image_schemes,
+                                          allowed_prefixes=self.service.user_image_prefixes)
+            else:
+                entry = disable_user_entry(self.service.user_dir, self.username, entry_id, shared=shared, admin=admin)
         except UserEntryError as e:
             raise web.HTTPError(_status(e), e.message) from None
         self.source.reload()
-        log.info("%s disabled image %s in the %s section", self.username, entry.id, entry.section)
-        self.write_json(entry_json(entry))
+        self.log.info("%s %s image %s in the %s section", self.username, "enabled" if enabled else "disabled",
+                      entry.id, entry.section)
+        return entry
 
 
 class ProblemsHandler(CatalogHandler):
     @web.authenticated
     def get(self):
-        self.require(self.role == "admin", "catalog problems are shown to admins")
-        self.write_json({"problems": [{"path": p.path, "field": p.field, "message": p.message} for p in self.source.current().problems]})
+        self.require(self.role == ADMIN, "catalog problems are shown to admins")
+        problems = self.catalog.problems
+        self.write_json({"problems": [{"path": p.path, "field": p.field, "message": p.message} for p in problems]})
 
 
-def _status(error: UserEntryError) -> int:
-    for kind, status in ((UserEntryForbidden, 403), (UserEntryNotFound, 404), (UserEntryConflict, 409)):
-        if isinstance(error, kind):
-            return status
-    return 400
+# ---- the hub's wiring (pure) ---------------------------------------------------------------------
 
 
-def make_catalog_app(env: ServiceEnvironment, source: CatalogSource, options: argparse.Namespace) -> web.Application:
-    kwargs = {"source": source, "options": options}
-    return make_app(
-        env,
-        [
-            (r"/?", PageHandler, kwargs),
-            (r"api/images/?", ImagesHandler, kwargs),
-            (r"api/images/([a-z0-9][a-z0-9_.-]{0,63})", ImageHandler, kwargs),
-            (r"api/problems", ProblemsHandler, kwargs),
+def hub_service(settings: ServiceSettings) -> dict:
+    values = checked_settings(CatalogService, settings)
+    app = CatalogService(config=Config({"CatalogService": values}))  # its defaults, for the spawner's settings
+    return {
+        "service": service_spec(CatalogService, settings, values, url=values.get("url", "http://127.0.0.1:10102"),
+                                allowed_scopes=[WRITE_SCOPE], display=True),
+        "custom_scopes": {WRITE_SCOPE: {"description": "Add and disable user-defined images in Carme's container catalog."}},
+        "roles": [
+            admins_role(f"{NAME}-writers", settings, [WRITE_SCOPE],
+                        "Power users and admins may add their own images to the catalog.", groups=settings.power_groups),
         ],
-        TEMPLATES,
-        power_groups=tuple(options.power_group),
-    )
+        # every user may use the catalog (the default 'user' role, extended)
+        "user_scopes": [f"access:services!service={NAME}"],
+        # the spawner reads the same catalog
+        "config": {"CarmeSpawner": {"catalog_dir": app.catalog_dir, "user_catalog_dir": app.user_dir,
+                                    "catalog_reload_interval": app.reload_interval}},
+    }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m carme_services.catalog", description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog-dir", required=True, help="the site's catalog directory")
-    parser.add_argument("--user-dir", required=True, help="where user-defined entries are stored (writable)")
-    parser.add_argument("--scheme", action="append", default=None, help="image scheme users may add (file, docker, oras, library)")
-    parser.add_argument("--prefix", action="append", default=None, help="path/URI prefix users' images must start with")
-    parser.add_argument("--power-group", action="append", default=None, help="hub group whose members are power users")
-    parser.add_argument("--reload-interval", type=float, default=5.0)
-    options = parser.parse_args(argv)
-    options.scheme = options.scheme or ["file"]
-    options.prefix = options.prefix or []
-    options.power_group = options.power_group or ["power"]
-    return options
-
-
-async def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
-    options = parse_args(argv)
-    env = ServiceEnvironment.from_env()
-    source = CatalogSource(options.catalog_dir, options.user_dir, interval=options.reload_interval)
-    make_catalog_app(env, source, options).listen(env.port, env.host)
-    log.info("carme-catalog serving %s at %s (%d entries)", options.catalog_dir, env.url, len(source.current()))
-    await asyncio.Event().wait()
-
+main = CatalogService.launch_instance
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -1,8 +1,8 @@
 """Carme's spawner: a user's JupyterLab in an Apptainer container, as a SLURM job.
 
-`CarmeSpawner` is loaded lazily, so services can import `carme_spawner.slurm` (SLURM's commands
-and formats) without loading the spawner, batchspawner or the hub API handlers. Loading the
-spawner module replaces batchspawner's port-callback handler with Carme's.
+`CarmeSpawner` is loaded lazily, so the node-side launcher (`carme_spawner.launcher`) and the
+pure modules load without batchspawner or the hub's API handlers. Loading the spawner module
+replaces batchspawner's port-callback handler with Carme's.
 """
 
 __all__ = ["CarmeSpawner"]

@@ -1,7 +1,7 @@
 """Who a job runs as: the POSIX account behind a hub user, checked against the authenticator.
 
-The authenticator's `auth_state` (LDAP: uid, gid, home, role) is the source of truth for the
-user's identity; the hub host's account database (the same directory through sssd/nslcd on a
+The authenticator's `auth_state` (LDAP: uid, gid, home) is the source of truth for the user's
+identity (the role is the hub's to decide: `carme_core.roles`); the hub host's account database (the same directory through sssd/nslcd on a
 real cluster) must agree with it, because sbatch runs as that account. A disagreement refuses
 the spawn instead of starting a job as the wrong user.
 """
@@ -12,9 +12,10 @@ import pwd
 import re
 from dataclasses import dataclass
 
+from carme_core.roles import check_role
+
 POSIX_USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 HOME_PATH = re.compile(r"^/[A-Za-z0-9_.@+/-]{0,255}$")
-ROLES = ("user", "power", "admin")
 
 
 class AccountError(ValueError):
@@ -30,8 +31,9 @@ class JobAccount:
     role: str  # user | power | admin
 
 
-def resolve_account(hub_username: str, auth_state: dict | None, is_admin: bool, lookup=pwd.getpwnam) -> JobAccount:
-    """The account a job of `hub_username` runs as; AccountError says why there is none."""
+def resolve_account(hub_username: str, auth_state: dict | None, role: str, lookup=pwd.getpwnam) -> JobAccount:
+    """The account a job of `hub_username` (whose role the hub decided) runs as; AccountError says why
+    there is none."""
     state = auth_state or {}
     username = str(state.get("username") or hub_username)
     if not POSIX_USERNAME.match(username):
@@ -51,11 +53,10 @@ def resolve_account(hub_username: str, auth_state: dict | None, is_admin: bool, 
         home = str(state.get("home") or home)
     if not HOME_PATH.match(home) or ".." in home.split("/"):
         raise AccountError(f"home directory {home!r:.60} of {username} is not a plain absolute path")
-    role = str(state.get("role") or ("admin" if is_admin else "user"))
-    if role not in ROLES:
-        raise AccountError(f"role {role!r:.20} of {username} is not one of {', '.join(ROLES)}")
-    if is_admin:
-        role = "admin"
+    try:
+        check_role(role)
+    except ValueError as e:
+        raise AccountError(f"{username}: {e}") from None
     return JobAccount(username=username, uid=uid, gid=gid, home=home, role=role)
 
 

@@ -1,9 +1,11 @@
 """The batch script of a server job: the one place its text is built.
 
-Pure functions from a checked :class:`~carme_spawner.options.SpawnRequest` and the site's
-:class:`JobSite` to the script that sbatch receives. SLURM reads the ``#SBATCH`` lines itself
-(not through bash), so every directive value is validated to plain characters; the command line
-is shell-quoted. Environment variable values never enter the script, only their names.
+Pure functions from a :class:`~carme_spawner.options.SpawnRequest` and the site's :class:`JobSite`
+to the script that sbatch receives. The request is trusted as it is: only `parse_options` makes
+one, and its type is the proof that every value was checked there. The site's settings are
+checked here (`validate_job_site`): SLURM reads the ``#SBATCH`` lines itself (not through bash),
+so every directive value must be plain characters; the command line is shell-quoted.
+Environment variable values never enter the script, only their names.
 """
 
 from __future__ import annotations
@@ -17,14 +19,7 @@ import jinja2
 
 import slurm_templates
 
-from .options import (
-    IMAGE_ID,
-    PARTITION_NAME,
-    RESERVATION_NAME,
-    SpawnRequest,
-    format_runtime,
-    validate_image_reference,
-)
+from .options import SpawnRequest, format_runtime
 
 JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 JOB_COMMENT = re.compile(r"[A-Za-z0-9_.:/@-]{0,200}")
@@ -70,7 +65,6 @@ def render_batch_script(
 ) -> str:
     """The batch script for `request` on `site`, from the Jinja template `template_name`."""
     validate_job_site(site)
-    validate_request(request)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir or slurm_templates.TEMPLATE_DIR)),
         autoescape=False,
@@ -89,14 +83,12 @@ def render_batch_script(
 def sbatch_directives(request: SpawnRequest, site: JobSite) -> list[str]:
     """The "--name=value" options for the #SBATCH lines."""
     validate_job_site(site)
-    validate_request(request)
     return _directives(request, site)
 
 
 def container_command(request: SpawnRequest, site: JobSite) -> list[str]:
     """The argv that starts the single-user server inside the container."""
     validate_job_site(site)
-    validate_request(request)
     return _container_command(request, site)
 
 
@@ -181,24 +173,6 @@ def validate_job_site(site: JobSite) -> JobSite:
         if match[1] in _OWN_OPTIONS:
             raise ValueError(f"extra_sbatch[{i}]: --{match[1]} is set by Carme itself")
     return site
-
-
-def validate_request(request: SpawnRequest) -> SpawnRequest:
-    """Return `request` if its fields are safe for the batch script (parse_options makes such requests)."""
-    for field, minimum in (("gpus", 0), ("cpus", 1), ("memory_mb", 1), ("runtime_minutes", 1)):
-        value = getattr(request, field)
-        if type(value) is not int or value < minimum:
-            raise ValueError(f"request.{field}: must be a whole number >= {minimum}, got {value!r}")
-    _require_match("request.partition", request.partition, PARTITION_NAME, "[A-Za-z0-9_-]{1,64}")
-    if request.reservation is not None:
-        _require_match("request.reservation", request.reservation, RESERVATION_NAME,
-                       "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-    _require_match("request.image_id", request.image_id, IMAGE_ID, "[a-z0-9][a-z0-9_.-]{0,63}")
-    try:
-        validate_image_reference(request.image)
-    except ValueError as e:
-        raise ValueError(f"request.image: {e}") from None
-    return request
 
 
 def _require_match(field: str, value: object, pattern: re.Pattern, rule: str) -> re.Match:

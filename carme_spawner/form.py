@@ -9,7 +9,7 @@ page never offers a choice the hub then refuses.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,7 +39,6 @@ class FormDefaults:
     runtime: str = "1:00"
     partition: str = ""  # "" = automatic routing
     reservation: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimits, images: list[ImageChoice]) -> FormDefaults:

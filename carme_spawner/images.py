@@ -42,7 +42,9 @@ _sources: dict[tuple, CatalogSource] = {}
 
 
 def shared_catalog(directory: str, user_directory: str | None, interval: float, log: logging.Logger) -> CatalogSource:
-    """One watched catalog per hub process (and configuration); its problems go to the hub's log."""
+    """One watched catalog per hub process (and configuration); its problems go to the hub's log.
+    Called from the hub's event loop: the files are checked in a worker thread (`start_watching`),
+    so reading the catalog (`latest()`) never waits for a file system."""
     key = (directory, user_directory, interval)
     if key not in _sources:
 
@@ -53,4 +55,5 @@ def shared_catalog(directory: str, user_directory: str | None, interval: float, 
                     log.warning("Container catalog: %s (the other entries still load)", problem)
 
         _sources[key] = CatalogSource(directory, user_directory, interval=interval, on_reload=report)
+    _sources[key].start_watching()
     return _sources[key]

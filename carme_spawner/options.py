@@ -6,6 +6,7 @@ untrusted input into a :class:`SpawnRequest` safe for a batch script, or raises 
 
 from __future__ import annotations
 
+import contextvars
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -79,9 +80,13 @@ class SpawnLimits:
         return next((p for p in self.partitions if p.name == name), None)
 
 
+_MINTING = contextvars.ContextVar("carme_minting_spawn_request", default=False)
+
+
 @dataclass(frozen=True)
 class SpawnRequest:
-    """A checked request for one server job."""
+    """A checked request for one server job: only `parse_options` makes one, so holding one is the
+    proof that its values passed the checks (the batch script trusts it as it is)."""
 
     gpus: int
     cpus: int
@@ -92,6 +97,10 @@ class SpawnRequest:
     image_id: str
     image: str
     routing_reason: str
+
+    def __post_init__(self):
+        if not _MINTING.get():
+            raise TypeError("a SpawnRequest is made by parse_options only (that is the proof its values were checked)")
 
 
 def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
@@ -104,7 +113,10 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
             raise OptionsError(field, f"unknown option; allowed: {', '.join(KNOWN_OPTIONS)}")
     given = {key: value for key, value in raw.items() if value is not None and value != ""}
 
-    gpus = _parse_gpus(given.get("gpus", 0))
+    image_id = _parse_image(given.get("image", limits.default_image), limits)
+    # no GPU count given: what the image needs (one for an image that requires a GPU), so a start
+    # without options runs the site's default image
+    gpus = _parse_gpus(given.get("gpus", 1 if limits.image_gpu.get(image_id) == "required" else 0))
     runtime = _parse_runtime(given.get("runtime", limits.default_runtime_minutes))
     _check_user_limits(gpus, runtime, limits)
     if "partition" in given:
@@ -114,20 +126,23 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
         partition, reason = route_partition(gpus, runtime, limits)
     _check_partition_limits(gpus, runtime, partition)
     reservation = _parse_reservation(given.get("reservation"))
-    image_id = _parse_image(given.get("image", limits.default_image), limits)
     _check_image_gpus(image_id, gpus, limits)
 
-    return SpawnRequest(
-        gpus=gpus,
-        cpus=max(limits.min_cpus, gpus * limits.cpus_per_gpu),
-        memory_mb=max(limits.min_memory_mb, gpus * limits.memory_mb_per_gpu),
-        partition=partition.name,
-        runtime_minutes=runtime,
-        reservation=reservation,
-        image_id=image_id,
-        image=limits.allowed_images[image_id],
-        routing_reason=reason,
-    )
+    minting = _MINTING.set(True)
+    try:
+        return SpawnRequest(
+            gpus=gpus,
+            cpus=max(limits.min_cpus, gpus * limits.cpus_per_gpu),
+            memory_mb=max(limits.min_memory_mb, gpus * limits.memory_mb_per_gpu),
+            partition=partition.name,
+            runtime_minutes=runtime,
+            reservation=reservation,
+            image_id=image_id,
+            image=limits.allowed_images[image_id],
+            routing_reason=reason,
+        )
+    finally:
+        _MINTING.reset(minting)
 
 
 def options_from_form_data(formdata: Mapping[str, list[str]]) -> dict:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 
 from batchspawner import BatchSpawnerBase
-from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
+
+from carme_slurm.hub_api import replace_api_handler
 
 PATH = r"/api/batchspawner"
 PORT_RANGE = (1024, 65535)
@@ -94,13 +95,6 @@ class PortReportHandler(APIHandler):
             raise web.HTTPError(409, str(e)) from None
         self.set_status(201)
         self.finish({"message": f"port {port} accepted"})
-
-
-def replace_api_handler(path: str, handler) -> None:
-    """Serve the hub API `path` with `handler` instead of any other handler (idempotent)."""
-    handlers = apihandlers.default_handlers
-    handlers[:] = [h for h in handlers if h[0] != path]
-    handlers.append((path, handler))
 
 
 def install() -> None:

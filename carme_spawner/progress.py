@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from .slurm import SlurmJob
+from carme_slurm import SlurmJob
 
 #: SLURM's pending reasons (squeue %r) in words a researcher understands
 PENDING_REASONS = {

@@ -1,8 +1,12 @@
 """CarmeSpawner: JupyterLab in an Apptainer container, as a SLURM job, one per server.
 
-Thin on purpose: traitlets (the site's settings) and the lifecycle. Validation lives in
-`options`, the script text in `batch_script`, SLURM's commands and formats in `slurm`, job state
-in the one shared `job_reflector`, words for humans in `progress`.
+Thin on purpose: traitlets (the site's settings) and the lifecycle, a pipeline
+
+    apply_user_options: parse (the one validation, `options`)        -> SpawnRequest, or 400
+    start:              admit (quotas) -> render (`batch_script`) -> submit (sbatch as the user)
+                        -> follow (`job_follow`, through the hub's one SLURM view)
+
+SLURM's commands and formats live in `carme_slurm`, words for humans in `progress`.
 """
 
 from __future__ import annotations
@@ -11,19 +15,23 @@ import asyncio
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from . import port_callback, progress, slurm, status_api
+from carme_core.roles import CarmeRoles, role_from_hub
+from carme_slurm import SlurmCommandError, SlurmView, command_env, job_comment, run_command, sbatch, scancel, server_slug
+from carme_slurm import hub_api
+
+from . import port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
+from .batch_script import JobSite, render_batch_script
 from .form import defaults_from_last_choice, render_options_form
 from .images import CatalogImage, images_from_catalog, images_from_setting, shared_catalog
-from .batch_script import JobSite, render_batch_script
-from .job_reflector import SlurmJobReflector
+from .job_follow import JobEnded, JobFollower
 from .options import (
     OptionsError,
     PartitionPolicy,
@@ -49,22 +57,7 @@ class SpawnFailed(web.HTTPError):
 class CarmeSpawner(SlurmSpawner):
     """Start a user's server as a SLURM job running `apptainer exec ... jupyterhub-singleuser`."""
 
-    # ---- SLURM and the shared watch -----------------------------------------------------------
-    slurm_poll_interval = Float(
-        5.0,
-        config=True,
-        help="Seconds between the hub's squeue calls. ONE call per interval serves every server.",
-    )
-    slurm_command_timeout = Float(30.0, config=True, help="Seconds before a SLURM command counts as failed.")
-    slurm_stale_warning_after = Float(
-        60.0,
-        config=True,
-        help="Warn (hub log, API status) once SLURM has not answered for this many seconds. "
-        "Servers are never dropped for that: only a good SLURM answer can end them.",
-    )
-    job_name_prefix = Unicode(
-        "carme-", config=True, help="Prefix of every Carme job name; the watch and reconciliation find jobs by it."
-    )
+    # ---- SLURM (the view's own settings: section SlurmView) ---------------------------------------
     user_command_prefix = List(
         Unicode(),
         ["runuser", "-u", "{username}", "--"],
@@ -162,8 +155,12 @@ class CarmeSpawner(SlurmSpawner):
 
     @default("poll_interval")
     def _poll_interval_default(self):
-        # poll() only reads the shared watch, so polling as often as it refreshes is free
-        return self.slurm_poll_interval
+        # poll() only reads the shared view, so polling as often as it refreshes is free
+        return SlurmView(config=self.config).job_interval
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return apply_carme_options
 
     @default("cmd")
     def _cmd_default(self):
@@ -175,6 +172,7 @@ class CarmeSpawner(SlurmSpawner):
         self.submitted_at = 0.0  # time.time() of our sbatch; 0 for a job from before a hub restart
         self.spawn_request: SpawnRequest | None = None
         self.last_failure = ""
+        self._prepared: PreparedSpawn | None = None
         self._port_wanted = False
         self._port_reported = asyncio.Event()
         self._reported_port = 0
@@ -192,22 +190,30 @@ class CarmeSpawner(SlurmSpawner):
         super().load_state(state)
         self.last_failure = state.get("last_failure", "")
 
-    # ---- helpers --------------------------------------------------------------------------------
+    # ---- who, what, where ---------------------------------------------------------------------------
     @property
-    def watch(self) -> SlurmJobReflector:
-        return SlurmJobReflector.shared(
-            interval=self.slurm_poll_interval,
-            name_prefix=self.job_name_prefix,
-            stale_warning_after=self.slurm_stale_warning_after,
-            log=self.log,
-        )
+    def view(self) -> SlurmView:
+        """The hub's one view of SLURM (shared by every server and service)."""
+        return SlurmView.shared(config=self.config, log=self.log)
+
+    def role(self) -> str:
+        groups = [g.name for g in getattr(self.user, "groups", None) or ()]
+        return role_from_hub(bool(getattr(self.user, "admin", False)), groups, CarmeRoles(config=self.config).power_groups)
+
+    async def job_account(self) -> JobAccount:
+        """The POSIX account (with the user's Carme role) this server's job runs as."""
+        auth_state = await self.user.get_auth_state() if hasattr(self.user, "get_auth_state") else None
+        try:
+            return resolve_account(self.user.name, auth_state, self.role())
+        except AccountError as e:
+            raise SpawnFailed(str(e), 403) from None
 
     def image_choices(self, account: JobAccount) -> list[CatalogImage]:
         """The images `account` may run: the catalog's entries for its role, else the `images` setting."""
         if not self.catalog_dir:
             return images_from_setting(self.images)
         source = shared_catalog(self.catalog_dir, self.user_catalog_dir or None, self.catalog_reload_interval, self.log)
-        return images_from_catalog(source.current(), account.role, account.username)
+        return images_from_catalog(source.latest(), account.role, account.username)
 
     def spawn_limits(self, images: list[CatalogImage]) -> SpawnLimits:
         return validate_limits(
@@ -242,26 +248,21 @@ class CarmeSpawner(SlurmSpawner):
     def _options_form_default(self):
         return self._render_options_form
 
-    async def job_account(self) -> JobAccount:
-        """The POSIX account (and Carme role) this server's job runs as."""
-        auth_state = await self.user.get_auth_state() if hasattr(self.user, "get_auth_state") else None
-        try:
-            return resolve_account(self.user.name, auth_state, bool(getattr(self.user, "admin", False)))
-        except AccountError as e:
-            raise SpawnFailed(str(e), 403) from None
+    def options_from_form(self, formdata):
+        return options_from_form_data(formdata)
 
     def user_prefix(self, username: str) -> list[str]:
         return [part.replace("{username}", username) for part in self.user_command_prefix]
 
     def job_name(self) -> str:
-        slug = slurm.server_slug(self.name)
-        return f"{self.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
+        slug = server_slug(self.name)
+        return f"{self.view.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
 
     def job_site(self, account: JobAccount, env_names, image: CatalogImage) -> JobSite:
         fill = {"home": account.home, "username": account.username}
         return JobSite(
             job_name=self.job_name(),
-            comment=slurm.job_comment(self.user.name, self.name),
+            comment=job_comment(self.user.name, self.name),
             workdir=account.home,
             output_path=self.job_output.format(**fill),
             container_runtime=self.container_runtime,
@@ -279,9 +280,6 @@ class CarmeSpawner(SlurmSpawner):
             if name in os.environ:
                 env.setdefault(name, os.environ[name])
         return env
-
-    def options_from_form(self, formdata):
-        return options_from_form_data(formdata)
 
     def _emit(self, message: str, percent: int) -> None:
         self.log.info("Spawn %s: %s", self._log_name, message)
@@ -310,11 +308,83 @@ class CarmeSpawner(SlurmSpawner):
 
     # ---- batchspawner's shell-command paths: closed ---------------------------------------------------
     # batchspawner formats command templates (exec_prefix, batch_*_cmd) into shell strings. Carme runs
-    # SLURM as argv lists from carme_spawner.slurm only; these inherited entry points stay shut.
+    # SLURM as argv lists from carme_slurm only; these inherited entry points stay shut.
     def _no_shell(self, *args, **kwargs):
-        raise NotImplementedError("CarmeSpawner runs SLURM commands as argv lists (carme_spawner.slurm), never through a shell")
+        raise NotImplementedError("CarmeSpawner runs SLURM commands as argv lists (carme_slurm), never through a shell")
 
     run_command = submit_batch_script = query_job_status = cancel_batch_job = _no_shell
+
+    # ---- the pipeline -------------------------------------------------------------------------------
+    async def prepare(self, user_options) -> PreparedSpawn:
+        """parse: the user's options, for this user's account, role and images (400 naming the field)."""
+        account = await self.job_account()
+        images = self.image_choices(account)
+        options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
+        try:
+            request = parse_options(options, self.spawn_limits(images))
+        except OptionsError as e:
+            raise SpawnFailed(str(e), 400) from None
+        image = next(i for i in images if i.choice.id == request.image_id)
+        return PreparedSpawn(account, request, image)
+
+    async def admit(self, prepared: PreparedSpawn) -> None:
+        """admit: may this request start now? A hook: quotas (carme_quota) refuse with SpawnFailed(403)."""
+
+    def render(self, prepared: PreparedSpawn, env: dict) -> str:
+        """render: the batch script (pure)."""
+        try:
+            return render_batch_script(
+                prepared.request,
+                self.job_site(prepared.account, env, prepared.image),
+                template_dir=Path(self.batch_template_dir) if self.batch_template_dir else None,
+            )
+        except ValueError as e:  # the site's settings, not the user's options (those were parsed)
+            raise SpawnFailed(f"Carme is misconfigured, tell your admins: {e}") from None
+
+    async def submit(self, script: str, prepared: PreparedSpawn, env: dict) -> str:
+        """submit: sbatch as the user; the job id. A spawn cancelled meanwhile still cancels its job."""
+        account, request = prepared.account, prepared.request
+        await self._prepare_output_dir(account)
+        self.port = 0
+        self._port_wanted = True
+        self.submitted_at = time.time()
+        submission = asyncio.ensure_future(
+            sbatch(script, prefix=self.user_prefix(account.username), env=command_env(env),
+                   timeout=self.view.command_timeout)
+        )
+        try:
+            # shielded: a spawn cancelled mid-submission must still learn (and cancel) its job
+            job_id = await asyncio.shield(submission)
+        except asyncio.CancelledError:
+            submission.add_done_callback(self._cancel_late_submission)
+            raise
+        except SlurmCommandError as e:
+            raise SpawnFailed(f"SLURM refused the job: {e}") from None
+        self._emit(
+            f"Submitted SLURM job {job_id}: {request.gpus} GPU(s), {request.cpus} CPUs, "
+            f"{request.memory_mb} MiB for {request.runtime_minutes} min on partition "
+            f"{request.partition} ({request.routing_reason}).",
+            10,
+        )
+        return job_id
+
+    async def follow(self) -> tuple[str, int]:
+        """follow: until the job runs, has reported its port and its server answers HTTP."""
+        follower = self.follower(self.job_id)
+        try:
+            job = await follower.until_running_with_port(self._port_reported)
+            ip = await self.view.node_address(job.batch_host or job.nodes)
+            self._emit(f"JupyterLab reported port {self._reported_port} on {job.batch_host}; waiting for it to answer.", 80)
+            url = f"http://{ip}:{self._reported_port}{self.server.base_url if self.server else '/'}api"
+            await follower.until_http(url, self.http_timeout)
+        except JobEnded as e:
+            raise SpawnFailed(str(e)) from None
+        return ip, self._reported_port
+
+    def follower(self, job_id: str) -> JobFollower:
+        account_name = self._prepared.account.username if self._prepared else self.user.name
+        return JobFollower(self.view, job_id, self.submitted_at, self._emit, self.user_prefix(account_name),
+                           self.log, self.log_tail_lines)
 
     # ---- lifecycle --------------------------------------------------------------------------------
     async def start(self):
@@ -333,164 +403,52 @@ class CarmeSpawner(SlurmSpawner):
             self._events_changed.set()
 
     async def _start(self):
-        account = await self.job_account()
-        images = self.image_choices(account)
-        try:
-            options = {k: v for k, v in (self.user_options or {}).items() if k not in self.wrapper_option_keys}
-            request = parse_options(options, self.spawn_limits(images))
-        except OptionsError as e:
-            raise SpawnFailed(str(e), 400) from None
-        self.spawn_request = request
+        # apply_user_options prepared this spawn; a wrapping spawner (wrapspawner) calls start() only
+        prepared, self._prepared = self._prepared, None
+        prepared = prepared or await self.prepare(self.user_options)
+        self._prepared, self.spawn_request = prepared, prepared.request
+        await self.admit(prepared)
         env = self.get_env()
-        try:
-            script = render_batch_script(
-                request,
-                self.job_site(account, env, next(i for i in images if i.choice.id == request.image_id)),
-                template_dir=Path(self.batch_template_dir) if self.batch_template_dir else None,
-            )
-        except ValueError as e:  # the site's settings, not the user's options (those raised above)
-            raise SpawnFailed(f"Carme is misconfigured, tell your admins: {e}") from None
-        await self._prepare_output_dir(account)
-        self.port = 0
-        self._port_wanted = True
-        self.submitted_at = time.time()
-        submission = asyncio.ensure_future(
-            slurm.sbatch(
-                script,
-                prefix=self.user_prefix(account.username),
-                env=slurm.command_env(env),
-                timeout=self.slurm_command_timeout,
-            )
-        )
-        try:
-            # shielded: a spawn cancelled mid-submission must still learn (and cancel) its job
-            self.job_id = await asyncio.shield(submission)
-        except asyncio.CancelledError:
-            submission.add_done_callback(self._cancel_late_submission)
-            raise
-        except slurm.SlurmCommandError as e:
-            self.job_id = ""
-            raise SpawnFailed(f"SLURM refused the job: {e}") from None
-        self._emit(
-            f"Submitted SLURM job {self.job_id}: {request.gpus} GPU(s), {request.cpus} CPUs, "
-            f"{request.memory_mb} MiB for {request.runtime_minutes} min on partition "
-            f"{request.partition} ({request.routing_reason}).",
-            10,
-        )
-        job = await self._wait_for_job_and_port()
-        ip = await self.watch.node_address(job.batch_host or job.nodes)
-        self._emit(f"JupyterLab reported port {self._reported_port} on {job.batch_host}; waiting for it to answer.", 80)
-        await self._wait_for_http(ip, self._reported_port)
-        self.ip, self.port = ip, self._reported_port
-        self.log.info("Server %s: job %s serves at %s:%s", self._log_name, self.job_id, ip, self.port)
-        return ip, self.port
-
-    def _job_over(self, view) -> bool:
-        """SLURM says so: the job ended, or a snapshot begun after submission lacks it."""
-        return (view.job is not None and view.job.is_terminal) or view.known_gone(self.submitted_at)
+        script = self.render(prepared, env)
+        self.job_id = ""
+        self.job_id = await self.submit(script, prepared, env)
+        self.ip, self.port = await self.follow()
+        self.log.info("Server %s: job %s serves at %s:%s", self._log_name, self.job_id, self.ip, self.port)
+        return self.ip, self.port
 
     def _cancel_late_submission(self, submission: asyncio.Future) -> None:
         if submission.cancelled() or submission.exception() is not None:
             return
         job_id = submission.result()
         self.log.warning("Spawn of %s was cancelled while job %s was submitted: cancelling it", self._log_name, job_id)
-        asyncio.ensure_future(slurm.scancel(job_id, timeout=self.slurm_command_timeout))
-
-    async def _wait_for_job_and_port(self) -> slurm.SlurmJob:
-        """Follow the job through the watch until it runs and has reported its port, or ends."""
-        last_message = ""
-        port_wait = asyncio.ensure_future(self._port_reported.wait())
-        try:
-            while True:
-                view = self.watch.view(self.job_id)
-                job = view.job
-                if self._job_over(view):
-                    raise SpawnFailed(await self._failure_text(job))
-                if job is not None:
-                    if job.is_running and self._port_reported.is_set():
-                        return job
-                    message = progress.describe_pending(job, time.time()) if job.is_pending else (
-                        progress.describe_running(job)
-                    )
-                    if message != last_message:
-                        self._emit(message, 30 if job.is_pending else 60)
-                        last_message = message
-                # worth an early squeue: the first state of a new job, and the one after its port
-                # report (the job runs now); other changes come with the regular interval
-                kick = view.snapshot_started <= self.submitted_at or self._port_reported.is_set()
-                change = asyncio.ensure_future(self.watch.wait_for_snapshot(view.snapshot_started, kick=kick))
-                # once the port is in, only a new snapshot is news (a done port_wait would spin the loop)
-                await asyncio.wait({change} if port_wait.done() else {change, port_wait}, return_when=asyncio.FIRST_COMPLETED)
-                change.cancel()
-        finally:
-            port_wait.cancel()
-
-    async def _wait_for_http(self, ip: str, port: int) -> None:
-        """Return once the server answers HTTP; fail at once if its job ends first."""
-        url = f"http://{ip}:{port}{self.server.base_url if self.server else '/'}api"
-        client = AsyncHTTPClient()
-        deadline = time.monotonic() + self.http_timeout
-        while time.monotonic() < deadline:
-            try:
-                await client.fetch(HTTPRequest(url, request_timeout=3, follow_redirects=False))
-                return
-            except HTTPClientError as e:
-                if e.code != 599:  # any HTTP answer means the server is up
-                    return
-            except OSError:
-                pass
-            view = self.watch.view(self.job_id)
-            if self._job_over(view):
-                raise SpawnFailed(await self._failure_text(view.job))
-            await asyncio.sleep(0.5)
-        raise SpawnFailed(f"JupyterLab in job {self.job_id} did not answer within {self.http_timeout} s")
-
-    async def _failure_text(self, job: slurm.SlurmJob | None) -> str:
-        text = progress.describe_end(job, self.job_id)
-        tail = await self._log_tail(job)
-        return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
+        asyncio.ensure_future(scancel(job_id, timeout=self.view.command_timeout))
 
     async def _prepare_output_dir(self, account: JobAccount) -> None:
         directory = str(Path(self.job_output.format(home=account.home, username=account.username)).parent)
         try:
-            await slurm.run_command(
+            await run_command(
                 [*self.user_prefix(account.username), "mkdir", "-p", "-m", "0700", directory],
-                env=slurm.command_env(),
-                timeout=self.slurm_command_timeout,
+                env=command_env(),
+                timeout=self.view.command_timeout,
             )
-        except slurm.SlurmCommandError as e:
+        except SlurmCommandError as e:
             raise SpawnFailed(f"cannot create the job output directory {directory}: {e}") from None
-
-    async def _log_tail(self, job: slurm.SlurmJob | None) -> str:
-        """The end of the job's output, read AS THE USER (the path is the user's to choose)."""
-        if job is None or not job.output_path:
-            return ""
-        try:
-            out = await slurm.run_command(
-                [*self.user_prefix(job.user or self.user.name), "tail", "-n", str(self.log_tail_lines), "--", job.output_path],
-                env=slurm.command_env(),
-                timeout=10,
-            )
-        except slurm.SlurmCommandError as e:
-            self.log.info("no log tail for job %s: %s", job.job_id, e)
-            return ""
-        return out[-4000:]
 
     async def poll(self):
         """None while the job is alive or its state is unknown; an exit status once SLURM says it ended."""
         if not self.job_id:
             return 0
-        watch = self.watch
-        if watch.snapshot_started == 0:
-            await watch.wait_for_snapshot(0, timeout=self.slurm_command_timeout)
-        view = watch.view(self.job_id)
-        if view.job is not None and not view.job.is_terminal:
+        view = self.view
+        if view.jobs.snapshot_started == 0:
+            await view.jobs.wait_for_snapshot(0, timeout=view.command_timeout)
+        jobview = view.job(self.job_id)
+        if jobview.job is not None and not jobview.job.is_terminal:
             return None
-        if view.job is None and not view.known_gone(self.submitted_at):
+        if jobview.job is None and not jobview.known_gone(self.submitted_at):
             return None  # SLURM has not answered since: doubt is not evidence
-        self.last_failure = progress.describe_end(view.job, self.job_id)
+        self.last_failure = progress.describe_end(jobview.job, self.job_id)
         self.log.warning("Server %s stopped: %s", self._log_name, self.last_failure)
-        status = (view.job.exit_status if view.job else None) or 1
+        status = (jobview.job.exit_status if jobview.job else None) or 1
         self.job_id = ""
         return status
 
@@ -500,24 +458,30 @@ class CarmeSpawner(SlurmSpawner):
         job_id = self.job_id
         self.log.info("Stopping server %s: scancel %s", self._log_name, job_id)
         try:
-            await slurm.scancel(job_id, timeout=self.slurm_command_timeout)
-        except slurm.SlurmCommandError as e:
+            await scancel(job_id, timeout=self.view.command_timeout)
+        except SlurmCommandError as e:
             self.log.warning("scancel %s failed: %s", job_id, e)
         if now:
             return
-        asked = time.time()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if not await self.watch.wait_for_snapshot(asked, timeout=max(1.0, deadline - time.monotonic())):
-                break
-            view = self.watch.view(job_id)
-            if view.job is None or view.job.is_terminal:
-                return
-            asked = view.snapshot_started
-        self.log.warning("Job %s of %s did not end within 30 s of scancel", job_id, self._log_name)
+        if not await self.follower(job_id).until_gone(30):
+            self.log.warning("Job %s of %s did not end within 30 s of scancel", job_id, self._log_name)
 
 
-# the hub serves Carme's port callback (replacing batchspawner's) and status API as soon as the
-# spawner class is loaded by JupyterHub's config
+@dataclass(frozen=True)
+class PreparedSpawn:
+    """A parsed spawn: who it runs as, what it asks for, and the image's site settings."""
+
+    account: JobAccount
+    request: SpawnRequest
+    image: CatalogImage
+
+
+async def apply_carme_options(spawner: CarmeSpawner, user_options) -> None:
+    """JupyterHub's apply_user_options hook: bad options are refused (400) before a spawn begins."""
+    spawner._prepared = await spawner.prepare(user_options)
+
+
+# the hub serves Carme's port callback (replacing batchspawner's) and the SLURM view's API as soon
+# as the spawner class is loaded by JupyterHub's config
 port_callback.install()
-status_api.install()
+hub_api.install()

@@ -12,7 +12,7 @@ The example catalog shipped with the package is at :data:`EXAMPLE_CATALOG`.
 
 from pathlib import Path
 
-from .access import ROLES, USER_ENTRY_ROLES, may_add_user_entries
+from .access import ROLES
 from .catalog import Catalog
 from .image_reference import (
     IMAGE_SCHEMES,
@@ -47,8 +47,8 @@ EXAMPLE_CATALOG = Path(__file__).parent / "example"
 __all__ = [
     "BindMount", "Catalog", "CatalogEntry", "CatalogProblem", "CatalogSource", "EXAMPLE_CATALOG",
     "GPU_MODES", "IMAGE_SCHEMES", "INTERFACES", "ImageReferenceError", "InvalidEntry", "ROLES",
-    "RUNNABLE_INTERFACES", "SECTIONS", "USER_ENTRY_ROLES", "UserEntryConflict", "UserEntryError",
+    "RUNNABLE_INTERFACES", "SECTIONS", "UserEntryConflict", "UserEntryError",
     "UserEntryForbidden", "UserEntryNotFound", "add_user_entry", "check_image_reference",
-    "check_user_image_reference", "disable_user_entry", "load_catalog", "may_add_user_entries",
+    "check_user_image_reference", "disable_user_entry", "load_catalog",
     "enable_user_entry", "parse_entry", "read_entries_file",
 ]

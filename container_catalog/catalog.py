@@ -82,10 +82,6 @@ class Catalog:
         found = (e for e in self.entries if all(w in _haystack(e) for w in words) and _has_tag(e, tag))
         return Catalog(entries=tuple(found), problems=self.problems)
 
-    def images(self) -> dict[str, str]:
-        """{id: image reference} of these entries (`SpawnLimits.allowed_images` from a visible_to view)."""
-        return {e.id: e.image for e in self.entries}
-
 
 def _haystack(entry: CatalogEntry) -> str:
     parts = [entry.id, entry.name, entry.description, entry.image, entry.maintainer, entry.owner or ""]

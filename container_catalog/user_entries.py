@@ -7,7 +7,7 @@ moved into place: a new entry with `os.link` (atomic and never overwrites, so tw
 of one id cannot both win), a changed entry (disable/enable) with `os.replace`. Readers therefore
 see the old file or the new one, never half of one. The catalog loader and watcher read the store.
 
-Who may call these (power users and admins, see `access.may_add_user_entries`) is decided by the
+Who may call these (the hub scope custom:carme-catalog:write: power users and admins) is decided by the
 caller; these functions enforce what is stored: the same schema as the site catalog, plus the
 stricter image-reference rule (allowed schemes and prefixes from the caller, no `..`, no shell
 metacharacters), ids unique per section and not taken by the site catalog.

@@ -6,9 +6,10 @@ each file's mtime, size and inode, from `os.stat`) with the one of the last load
 differs are the files read again. No inotify: it works on NFS/BeeGFS and in containers alike.
 
 Threads and asyncio: `current()` is thread-safe and never waits for another caller's check
-(whoever holds the lock checks; the others get the catalog in hand). A check stats a few files
-and, when something changed, reads a few small ones: cheap enough to call from the hub's event
-loop; on a slow shared file system, call `await source.current_async()` to do it in a thread.
+(whoever holds the lock checks; the others get the catalog in hand). Inside an event loop (the
+hub, a service) nothing may touch a slow shared file system on the loop: there, call
+`start_watching()` once and read `latest()`, which does no I/O at all; the checks then run in a
+worker thread every `interval`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class CatalogSource:
         self._fingerprint: Fingerprint | None = None
         self._checked_at = 0.0
         self.loaded_at: float | None = None  # wall-clock time of the last (re)load
+        self._watch: asyncio.Task | None = None
         self.reload()
 
     def current(self) -> Catalog:
@@ -65,11 +67,22 @@ class CatalogSource:
                 self._lock.release()
         return self._catalog
 
-    async def current_async(self) -> Catalog:
-        """current() with the disk check in a worker thread (for slow shared file systems)."""
-        if self._clock() - self._checked_at < self.interval:
-            return self._catalog
-        return await asyncio.to_thread(self.current)
+    def latest(self) -> Catalog:
+        """The catalog in hand, without any I/O (kept current by `start_watching()`)."""
+        return self._catalog
+
+    def start_watching(self) -> None:
+        """Check the files every `interval` in a worker thread, from the running event loop (idempotent)."""
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(self._watch_forever(), name="carme-catalog-watch")
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.interval, 0.5))
+            try:
+                await asyncio.to_thread(self.current)
+            except Exception:  # a broken file system must not end the watch
+                log.exception("container catalog: checking the files failed")
 
     def reload(self) -> Catalog:
         """Read the files now, whatever the interval (e.g. right after a user entry was added)."""

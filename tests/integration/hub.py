@@ -25,14 +25,17 @@ PUBLIC_PORT = 18000
 HUB_PORT = 18081
 PROXY_API_PORT = 18001
 
-# a counting (and, on request, failing) squeue first on the hub's PATH
-SQUEUE_WRAPPER = """#!/bin/bash
-# Test wrapper: counts the hub's squeue calls; fails like SLURM when $DIR/squeue.fail exists.
+# counting (and, on request, failing) SLURM queries first on the hub's PATH (and so on its
+# services' PATH): each call is logged with the command line of the process that made it
+QUERY_WRAPPER = """#!/bin/bash
+# Test wrapper: counts calls of {name} and who made them; fails like SLURM when $DIR/{name}.fail exists.
 DIR=$(dirname "$0")
-echo "$(date +%s.%N) $*" >> "$DIR/squeue.calls"
-if [ -f "$DIR/squeue.fail" ]; then cat "$DIR/squeue.fail" >&2; exit 1; fi
-exec /usr/bin/squeue "$@"
+CALLER=$(tr '\\0' ' ' < /proc/$PPID/cmdline 2>/dev/null)
+echo "$(date +%s.%N) $PPID $CALLER" >> "$DIR/{name}.calls"
+if [ -f "$DIR/{name}.fail" ]; then cat "$DIR/{name}.fail" >&2; exit 1; fi
+exec /usr/bin/{name} "$@"
 """
+COUNTED = ("squeue", "sinfo", "scontrol")
 
 
 class Hub:
@@ -49,9 +52,10 @@ class Hub:
         os.chmod(self.workdir, 0o700)
         self.bindir = self.workdir / "bin"
         self.bindir.mkdir()
-        wrapper = self.bindir / "squeue"
-        wrapper.write_text(SQUEUE_WRAPPER)
-        wrapper.chmod(0o755)
+        for name in COUNTED:
+            wrapper = self.bindir / name
+            wrapper.write_text(QUERY_WRAPPER.format(name=name))
+            wrapper.chmod(0o755)
         self.token = secrets.token_hex(32)
         self.demo_password = secrets.token_hex(8)
         self.public_port, self.hub_port, self.proxy_api_port = ports
@@ -88,8 +92,8 @@ class Hub:
             "CARME__JupyterHub__services": json.dumps(services),
             "CARME__JupyterHub__load_roles": json.dumps(roles),
             "CARME__ConfigurableHTTPProxy__api_url": f"http://127.0.0.1:{self.proxy_api_port}",
-            "CARME__CarmeSpawner__slurm_poll_interval": str(self.poll_interval),
-            "CARME__CarmeSpawner__job_name_prefix": self.job_prefix,
+            "CARME__SlurmView__job_interval": str(self.poll_interval),
+            "CARME__SlurmView__job_name_prefix": self.job_prefix,
             # each test hub its own catalog service port and user-entry store
             "CARME__carme__catalog": json.dumps(
                 {
@@ -150,12 +154,20 @@ class Hub:
         except OSError:
             return "(no log)"
 
-    # ---- squeue counting ----------------------------------------------------------------------
-    def squeue_calls(self) -> list[float]:
-        path = self.bindir / "squeue.calls"
+    # ---- SLURM query counting -----------------------------------------------------------------
+    def query_calls(self, name: str = "squeue") -> list[tuple[float, str]]:
+        """(time, the calling process's command line) of every call of `name` so far."""
+        path = self.bindir / f"{name}.calls"
         if not path.exists():
             return []
-        return [float(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
+        calls = []
+        for line in path.read_text().splitlines():
+            when, _, rest = line.partition(" ")
+            calls.append((float(when), rest.partition(" ")[2]))
+        return calls
+
+    def squeue_calls(self) -> list[float]:
+        return [when for when, _ in self.query_calls("squeue")]
 
     def make_squeue_fail(self, message: str | None) -> None:
         path = self.bindir / "squeue.fail"

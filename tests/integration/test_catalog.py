@@ -20,7 +20,7 @@ from container_catalog import EXAMPLE_CATALOG
 
 from . import slurm_probe
 from .conftest import running_hub
-from .test_spawn_slice import wait_until
+from .waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def catalog_dir():
 def hub(cluster, catalog_dir):
     with running_hub() as hub:
         hub.extra_env["CARME__carme__catalog"] = json.dumps(
-            dict(json.loads(hub.env()["CARME__carme__catalog"]), dir=str(catalog_dir))
+            dict(json.loads(hub.env()["CARME__carme__catalog"]), catalog_dir=str(catalog_dir))
         )
         hub.restart()
         yield hub

@@ -1,7 +1,8 @@
 """Issue 12, acceptance 2-5: SLURM hiccups never drop a server; a dead job fails its spawn at once;
 stopping a pending spawn leaves no job; progress shows SLURM's pending reason.
 
-This module's hub runs with the DEFAULT watch interval (5 s).
+This module's hub runs with the DEFAULT watch interval (5 s). Marked `faults`: tests/conftest.py
+runs it after everything else, because it stops slurmctld.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import requests
 from . import slurm_probe
 from .conftest import REPO, running_hub
 from .jobs import write_user_file
-from .test_spawn_slice import wait_until
+from .waiting import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 @pytest.fixture(scope="module")
 def hub(cluster):
-    with running_hub(slurm_poll_interval=5, extra_env={"CARME__CarmeSpawner__slurm_stale_warning_after": "8"}) as hub:
+    with running_hub(slurm_poll_interval=5, extra_env={"CARME__SlurmView__stale_warning_after": "8"}) as hub:
         yield hub
 
 

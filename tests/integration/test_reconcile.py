@@ -19,12 +19,12 @@ from carme_services.reconcile import READ_SCOPE
 from . import slurm_probe
 from .conftest import running_hub
 from .hub import Hub
-from .test_spawn_slice import wait_until
+from .waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 PORTS = (38000, 38081, 38001)
-SERVICE_URL = "http://127.0.0.1:38002"
+SERVICE_URL = "http://127.0.0.1:38003"  # the catalog service of the harness takes public port + 2
 PREFIX = "carme-rec-"
 
 

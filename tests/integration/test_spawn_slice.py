@@ -15,18 +15,9 @@ import requests
 
 from . import slurm_probe
 from .kernel import run_code
+from .waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 async def test_gpu_server_runs_as_user_in_container_and_stops(hub):

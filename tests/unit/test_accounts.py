@@ -18,18 +18,19 @@ def lookup(name):
 
 
 def test_without_auth_state_the_host_account_is_used():
-    account = resolve_account("alice", None, is_admin=False, lookup=lookup)
+    account = resolve_account("alice", None, role="user", lookup=lookup)
     assert (account.username, account.uid, account.gid, account.home, account.role) == ("alice", 10001, 10000, "/home/alice", "user")
 
 
-def test_auth_state_gives_home_gid_and_role():
-    state = {"username": "alice", "uid": 10001, "gid": 10007, "home": "/data/home/alice", "role": "power"}
-    account = resolve_account("alice", state, is_admin=False, lookup=lookup)
+def test_auth_state_gives_home_and_gid_and_the_hub_gives_the_role():
+    state = {"username": "alice", "uid": 10001, "gid": 10007, "home": "/data/home/alice", "role": "admin"}
+    account = resolve_account("alice", state, role="power", lookup=lookup)
     assert (account.gid, account.home, account.role) == (10007, "/data/home/alice", "power")
 
 
-def test_admins_are_admins_whatever_the_state_says():
-    assert resolve_account("alice", {"role": "user"}, is_admin=True, lookup=lookup).role == "admin"
+def test_an_unknown_role_is_refused():
+    with pytest.raises(AccountError, match="not one of"):
+        resolve_account("alice", None, role="root", lookup=lookup)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,6 @@ def test_admins_are_admins_whatever_the_state_says():
         ("alice", {"uid": True}, "must be a number"),
         ("alice", {"uid": 10001, "home": "/home/../etc"}, "plain absolute path"),
         ("alice", {"uid": 10001, "home": "relative"}, "plain absolute path"),
-        ("alice", {"role": "root"}, "not one of"),
         ("Alice$(id)", None, "not a valid POSIX user name"),
         ("mallory", None, "no POSIX account"),
         ("alice", {"username": "bob;x"}, "not a valid POSIX user name"),
@@ -48,4 +48,4 @@ def test_admins_are_admins_whatever_the_state_says():
 )
 def test_bad_or_disagreeing_identities_are_refused(hub_name, state, words):
     with pytest.raises(AccountError, match=words.replace("(", r"\(").replace("$", r"\$")):
-        resolve_account(hub_name, state, is_admin=False, lookup=lookup)
+        resolve_account(hub_name, state, role="user", lookup=lookup)

@@ -355,11 +355,18 @@ def test_reload_forces_a_read(tmp_path):
     assert source.loaded_at is not None
 
 
-def test_current_async(tmp_path):
-    good(tmp_path, "alpha", mtime_ns=10**18)
+async def test_latest_does_no_io_and_the_watch_keeps_it_current(tmp_path):
+    good(tmp_path, "alpha")
     source = CatalogSource(tmp_path, interval=0)
-    good(tmp_path, "beta", mtime_ns=10**18)
-    assert ids(asyncio.run(source.current_async())) == {"alpha", "beta"}
+    source.start_watching()
+    first = source.latest()
+    good(tmp_path, "beta")
+    assert source.latest() is first  # no check on the caller's side
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if ids(source.latest()) == {"alpha", "beta"}:
+            break
+    assert ids(source.latest()) == {"alpha", "beta"}
 
 
 def test_concurrent_callers_always_get_a_whole_catalog(tmp_path):

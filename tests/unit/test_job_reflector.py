@@ -1,4 +1,4 @@
-"""The shared SLURM watch: one call per interval, doubt is not evidence."""
+"""The SLURM view's reflectors: one call per interval, doubt is not evidence."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from carme_spawner import slurm
-from carme_spawner.job_reflector import SlurmJobReflector
+from carme_slurm import JobView, Reflector, SlurmCommandError, SlurmJob, SlurmView
+from carme_slurm import jobs as slurm
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -21,7 +21,15 @@ def job(job_id="7", name="carme-alice", state="RUNNING", **kw):
         time_limit_minutes=60, exit_status=None, exit_signal=None, output_path="",
     )
     fields.update(kw)
-    return slurm.SlurmJob(**fields)
+    return SlurmJob(**fields)
+
+
+def SlurmJobReflector(lister, **settings) -> Reflector:
+    return Reflector(lister, lambda j: j.job_id, **settings)
+
+
+def view(watch: Reflector, job_id: str) -> JobView:
+    return JobView(watch.items.get(job_id), watch.snapshot_started)
 
 
 class FakeSqueue:
@@ -33,18 +41,18 @@ class FakeSqueue:
     async def __call__(self):
         self.calls += 1
         if self.error:
-            raise slurm.SlurmCommandError(["squeue"], self.error, 1)
+            raise SlurmCommandError(["squeue"], self.error, 1)
         return list(self.jobs)
 
 
 async def test_many_readers_one_call_per_interval():
     fake = FakeSqueue([job(str(i)) for i in range(5)])
-    watch = SlurmJobReflector(interval=0.2, lister=fake)
+    watch = SlurmJobReflector(fake, interval=0.2)
     watch.ensure_started()
     await asyncio.sleep(0.05)
     for _ in range(200):  # 200 polls from many spawners cost nothing
         for i in range(5):
-            assert watch.view(str(i)).job is not None
+            assert view(watch, str(i)).job is not None
     await asyncio.sleep(1.0)
     watch.stop()
     assert 5 <= fake.calls <= 7
@@ -52,7 +60,7 @@ async def test_many_readers_one_call_per_interval():
 
 async def test_kicks_from_many_waiters_coalesce():
     fake = FakeSqueue([job()])
-    watch = SlurmJobReflector(interval=1.0, lister=fake)
+    watch = SlurmJobReflector(fake, interval=1.0)
     watch.ensure_started()
     await asyncio.sleep(0.05)
     calls_before = fake.calls
@@ -65,44 +73,50 @@ async def test_kicks_from_many_waiters_coalesce():
 
 async def test_failure_keeps_last_state_and_is_not_evidence():
     fake = FakeSqueue([job("7")])
-    watch = SlurmJobReflector(interval=0.05, lister=fake, max_backoff=0.1)
+    watch = SlurmJobReflector(fake, interval=0.05, max_backoff=0.1)
     assert await watch.refresh()
     good = watch.snapshot_started
     fake.error = "slurm_load_jobs error: Zero Bytes were transmitted or received"
     fake.jobs = []
     assert not await watch.refresh()
     assert not await watch.refresh()
-    view = watch.view("7")
-    assert view.job is not None and view.job.state == "RUNNING"
+    seen = view(watch, "7")
+    assert seen.job is not None and seen.job.state == "RUNNING"
     assert watch.snapshot_started == good
     assert watch.health()["consecutive_failures"] == 2
     assert "Zero Bytes" in watch.health()["last_error"]
     fake.error = None
     assert await watch.refresh()
-    assert watch.view("7").known_gone(submitted_at=0)
-    assert watch.healthy
+    assert view(watch, "7").known_gone(submitted_at=0)
+    assert watch.health()["slurm_answering"] and watch.snapshot_started > good
 
 
 async def test_absence_counts_only_in_a_snapshot_begun_after_submission():
     fake = FakeSqueue([])
-    watch = SlurmJobReflector(lister=fake)
+    watch = SlurmJobReflector(fake)
     assert await watch.refresh()
     submitted = time.time() + 0.001
-    assert not watch.view("8").known_gone(submitted)  # the snapshot predates the job
+    assert not view(watch, "8").known_gone(submitted)  # the snapshot predates the job
     await asyncio.sleep(0.01)
     assert await watch.refresh()
-    assert watch.view("8").known_gone(submitted)
+    assert view(watch, "8").known_gone(submitted)
 
 
-async def test_only_jobs_with_the_prefix_are_watched():
-    fake = FakeSqueue([job("1", name="carme-alice"), job("2", name="other")])
-    watch = SlurmJobReflector(lister=fake, name_prefix="carme-")
-    await watch.refresh()
-    assert set(watch.jobs) == {"1"}
+async def test_carme_jobs_are_those_with_the_prefix_and_a_carme_comment():
+    view_ = SlurmView(job_name_prefix="carme-")
+    view_.jobs.items = {j.job_id: j for j in [
+        job("1", name="carme-alice", comment="carme:alice/"), job("2", name="other", comment="carme:bob/"),
+        job("3", name="carme-x", comment="someone else's"),
+    ]}
+    assert [j.job_id for j in view_.carme_jobs()] == ["1"]
+    document = view_.jobs_document()
+    assert [(j["job_id"], j["carme"], j["carme_user"]) for j in document["jobs"]] == [
+        ("1", True, "alice"), ("2", False, None), ("3", False, None)]
+    assert document["job_name_prefix"] == "carme-"
 
 
 async def test_backoff_grows_and_is_capped():
-    watch = SlurmJobReflector(interval=2, lister=FakeSqueue(), max_backoff=10, stale_warning_after=0)
+    watch = SlurmJobReflector(FakeSqueue(), interval=2, max_backoff=10, stale_warning_after=0)
     assert watch._delay() == 2
     delays = []
     for _ in range(6):
@@ -119,6 +133,8 @@ def test_squeue_fixtures_parse():
     assert done["6"].state == "FAILED" and done["6"].exit_status == 3 and done["6"].is_terminal
     assert done["2"].state == "CANCELLED" and done["2"].exit_signal == 15
     assert done["6"].output_path == "/tmp/fail-6.out"
+    assert (jobs["1"].gpus, jobs["2"].gpus, jobs["4"].gpus) == (2, 1, 4)  # tres_per_node gres:gpu:N (22.05)
+    assert SlurmJob.from_dict(jobs["2"].to_dict()) == jobs["2"]  # the view's JSON round-trips
 
 
 @pytest.mark.parametrize(
@@ -145,7 +161,7 @@ def test_sbatch_output():
 
 async def test_stale_warning_counts_from_the_last_good_answer(caplog):
     fake = FakeSqueue([job()])
-    watch = SlurmJobReflector(interval=5, lister=fake, stale_warning_after=8)
+    watch = SlurmJobReflector(fake, interval=5, stale_warning_after=8)
     assert await watch.refresh()
     assert watch.health()["warning"] is None
     watch.snapshot_started -= 10  # the last good answer was 10 s ago
@@ -155,11 +171,11 @@ async def test_stale_warning_counts_from_the_last_good_answer(caplog):
     warning = watch.health()["warning"]
     assert warning and "has not answered for 10 s" in warning and "Unable to contact" in warning
     assert any("has not answered" in r.getMessage() for r in caplog.records)
-    assert watch.view("7").job is not None  # the server's job is still known
+    assert view(watch, "7").job is not None  # the server's job is still known
 
 
 def test_delay_wakes_the_watch_when_the_warning_falls_due():
-    watch = SlurmJobReflector(interval=5, lister=FakeSqueue(), max_backoff=60, stale_warning_after=12)
+    watch = SlurmJobReflector(FakeSqueue(), interval=5, max_backoff=60, stale_warning_after=12)
     watch.snapshot_started = time.time() - 5
     for _ in range(4):
         watch._record_failure("down")

@@ -27,11 +27,29 @@ def error_for(raw, limits=LIMITS) -> OptionsError:
 
 def test_defaults():
     request = parse_options({}, LIMITS)
-    assert request == SpawnRequest(
+    assert dataclasses.asdict(request) == dict(
         gpus=0, cpus=2, memory_mb=4000, partition="interactive", runtime_minutes=60, reservation=None,
         image_id="base", image="/opt/carme/images/base.sif",
         routing_reason="0 GPUs for 1 h fits the interactive limits (<= 2 GPUs, <= 8 h)",
     )
+
+
+def test_without_options_an_image_that_needs_a_gpu_gets_one():
+    """Defaults agree: the default image needs a GPU, so a start with no options asks for one."""
+    limits = dataclasses.replace(LIMITS, image_gpu={"base": "required"})
+    request = parse_options({}, limits)
+    assert (request.image_id, request.gpus) == ("base", 1)
+    assert parse_options({"gpus": 2}, limits).gpus == 2
+    assert error_for({"gpus": 0}, limits).field == "gpus"
+
+
+def test_only_parse_options_makes_a_request():
+    """The type is the proof: a request cannot be made, or changed, by hand."""
+    with pytest.raises(TypeError, match="parse_options only"):
+        SpawnRequest(gpus=0, cpus=1, memory_mb=1, partition="x", runtime_minutes=1, reservation=None,
+                     image_id="base", image="/opt/carme/images/base.sif", routing_reason="")
+    with pytest.raises(TypeError, match="parse_options only"):
+        dataclasses.replace(parse_options({}, LIMITS), partition="batch --uid=0")
 
 
 def test_none_and_empty_values_mean_default():

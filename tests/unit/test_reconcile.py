@@ -7,16 +7,21 @@ import json
 
 import pytest
 
+from traitlets import TraitError
+from traitlets.config import Config
+
 from carme_services import reconcile
-from carme_spawner import slurm
 from carme_services.reconcile import (
     HubServer,
     Orphan,
+    ReconcileService,
     find_orphans,
     find_vanished,
+    jobs_from_view,
     servers_from_users,
 )
-from carme_spawner.slurm import SlurmJob
+from carme_slurm import SlurmJob
+from carme_slurm import jobs as slurm
 
 NOW = 1_700_000_000.0
 PREFIX = "carme-"
@@ -32,8 +37,8 @@ def job(job_id, name="carme-bob", comment="carme:bob/", state="RUNNING", age=600
     )
 
 
-def server(user="bob", name="", ready=True, pending=None, job_id=""):
-    return HubServer(user, name, ready, pending, job_id)
+def server(user="bob", name="", ready=True, pending=None, job_id="", started=NOW - 3600):
+    return HubServer(user, name, ready, pending, job_id, started)
 
 
 def orphan_ids(jobs, servers, grace=120):
@@ -132,21 +137,27 @@ def test_vanished_servers_are_ready_servers_whose_job_is_not_active():
         server("carol", job_id="9"),  # unknown to SLURM
         server("dave", ready=False, pending="spawn", job_id="10"),  # starting: not ready yet
     ]
-    assert find_vanished(jobs, servers) == [
+    assert find_vanished(jobs, servers, NOW) == [
         {"user": "bob", "server": "", "job_id": "8"},
         {"user": "carol", "server": "", "job_id": "9"},
     ]
 
 
+def test_a_snapshot_older_than_the_server_cannot_tell_that_its_job_vanished():
+    assert find_vanished([], [server("carol", job_id="9", started=NOW)], NOW - 1) == []
+    assert find_vanished([], [server("carol", job_id="9", started=NOW)], NOW + 1) != []
+
+
 def test_servers_from_the_hub_user_models():
     users = [
-        {"name": "bob", "servers": {"": {"ready": True, "pending": None, "state": {"job_id": "7"}},
+        {"name": "bob", "servers": {"": {"ready": True, "pending": None, "state": {"job_id": "7"},
+                                         "started": "2023-11-14T22:13:20.000000Z"},
                                     "gpu": {"ready": False, "pending": "spawn", "state": {}}}},
         {"name": "carol", "servers": {}},
     ]
     assert servers_from_users(users) == [
-        server("bob", "", True, None, "7"),
-        server("bob", "gpu", False, "spawn", ""),
+        server("bob", "", True, None, "7", started=1_700_000_000.0),
+        server("bob", "gpu", False, "spawn", "", started=0.0),
     ]
 
 
@@ -158,32 +169,43 @@ def test_without_server_state_nothing_is_judged():
         servers_from_users([{"name": "bob"}])
 
 
-class FakeReconciler(reconcile.Reconciler):
-    def __init__(self, servers, policy="cancel", hub_error=None):
-        super().__init__("http://hub/api", "token", policy, 0, PREFIX)
+def view_document(jobs, answering=True, snapshot=NOW):
+    return {"snapshot": {"slurm_answering": answering, "last_snapshot": snapshot if answering else None,
+                         "last_error": "" if answering else "squeue: timed out"},
+            "job_name_prefix": PREFIX, "jobs": [j.to_dict() for j in jobs]}
+
+
+class FakeReconciler(ReconcileService):
+    """The service with the hub's two answers (servers, the SLURM view) made up."""
+
+    def __init__(self, servers, jobs=(), policy="cancel", hub_error=None, view=None):
+        super().__init__(config=Config({"ReconcileService": {"policy": policy, "grace": 0}}))
+        self.initialize([])
         self._servers, self._hub_error = servers, hub_error
+        self._view = view or view_document(list(jobs))
+        self.view_reads = 0
 
     async def hub_servers(self):
         if self._hub_error:
             raise self._hub_error
         return self._servers
 
+    async def view_jobs(self):
+        self.view_reads += 1
+        return jobs_from_view(self._view)
+
 
 def test_one_pass_cancels_orphans_only(monkeypatch):
-    cancelled, calls = [], []
-
-    async def squeue_all():
-        calls.append(1)
-        return [job(7), job(8, name="carme-alice", comment="carme:alice/", user="alice")]
+    cancelled = []
 
     async def scancel(job_id, timeout=30):
         cancelled.append(job_id)
 
-    monkeypatch.setattr(reconcile.slurm, "squeue_all", squeue_all)
-    monkeypatch.setattr(reconcile.slurm, "scancel", scancel)
-    r = FakeReconciler([server("alice", job_id="8")])
+    monkeypatch.setattr(reconcile, "scancel", scancel)
+    r = FakeReconciler([server("alice", job_id="8")],
+                       [job(7), job(8, name="carme-alice", comment="carme:alice/", user="alice")])
     result = asyncio.run(r.run_pass())
-    assert calls == [1] and cancelled == ["7"]
+    assert r.view_reads == 1 and cancelled == ["7"]
     assert [(o["job_id"], o["action"]) for o in result["orphans"]] == [("7", "cancelled")]
     assert result["vanished_servers"] == [] and result["error"] is None
     json.dumps(result)  # served as JSON as is
@@ -191,22 +213,30 @@ def test_one_pass_cancels_orphans_only(monkeypatch):
 
 def test_a_failed_hub_read_judges_nothing(monkeypatch):
     async def must_not_run(*args, **kwargs):
-        raise AssertionError("nothing may be listed or cancelled without the hub's answer")
+        raise AssertionError("nothing may be cancelled without the hub's answer")
 
-    monkeypatch.setattr(reconcile.slurm, "squeue_all", must_not_run)
-    monkeypatch.setattr(reconcile.slurm, "scancel", must_not_run)
+    monkeypatch.setattr(reconcile, "scancel", must_not_run)
     result = asyncio.run(FakeReconciler([], hub_error=OSError("connection refused")).run_pass())
     assert result["orphans"] == [] and "connection refused" in result["error"]
 
 
-def test_adopt_is_refused_with_a_clear_message(capsys):
-    with pytest.raises(SystemExit) as e:
-        reconcile.parse_args(["--policy", "adopt"])
-    assert e.value.code != 0
-    err = capsys.readouterr().err
-    assert "adopt is not supported" in err and "use report and start a new server" in err
-    with pytest.raises(SystemExit):
-        reconcile.parse_args(["--policy", "delete"])
-    args = reconcile.parse_args([])
-    defaults = (args.policy, args.interval, args.grace, args.job_prefix, args.once)
-    assert defaults == ("report", 300, 120, "carme-", False)
+def test_a_view_slurm_does_not_answer_judges_nothing(monkeypatch):
+    async def must_not_run(*args, **kwargs):
+        raise AssertionError("nothing may be cancelled on a stale view")
+
+    monkeypatch.setattr(reconcile, "scancel", must_not_run)
+    r = FakeReconciler([], view=view_document([job(7)], answering=False))
+    result = asyncio.run(r.run_pass())
+    assert result["orphans"] == [] and "not fresh" in result["error"] and "timed out" in result["error"]
+
+
+def test_adopt_is_refused_with_a_clear_message():
+    with pytest.raises(TraitError, match="adopt is not supported.*use report and start a new server"):
+        ReconcileService(config=Config({"ReconcileService": {"policy": "adopt"}})).policy
+    with pytest.raises(TraitError):
+        ReconcileService(config=Config({"ReconcileService": {"policy": "delete"}})).policy
+    app = ReconcileService()
+    app.initialize([])
+    assert (app.policy, app.interval, app.grace, app.once) == ("report", 300, 120, False)
+    app.initialize(["--policy=cancel", "--once"])
+    assert (app.policy, app.once) == ("cancel", True)

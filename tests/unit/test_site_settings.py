@@ -61,3 +61,74 @@ def test_bad_settings_stop_the_hub_naming_them(monkeypatch, tmp_path, settings, 
 def test_bad_override_name(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="CARME__<Class>__<setting>"):
         load(monkeypatch, tmp_path, CARME__CarmeSpawner="1")
+
+
+# ---- services wire themselves (issue 15, acceptance 1) -----------------------------------------------
+
+EVERY_SERVICE = """
+carme:
+  state_dir: {state}
+  reconcile: {{policy: cancel, interval: 60, grace: 30, url: "http://127.0.0.1:10201"}}
+  catalog: {{user_dir: {state}/catalog-user, url: "http://127.0.0.1:10202", user_image_prefixes: [/opt/images/]}}
+Authenticator:
+  admin_users: [admin]
+CarmeRoles:
+  power_groups: [power, gpu-users]
+"""
+
+
+def test_every_service_declares_its_own_wiring(monkeypatch, tmp_path):
+    from importlib.metadata import entry_points
+
+    installed = {ep.name for ep in entry_points(group="carme.services")}
+    assert installed == {"reconcile", "catalog"}
+    c = load(monkeypatch, tmp_path, EVERY_SERVICE.format(state=tmp_path / "state"))
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert set(services) == {"carme-reconcile", "carme-catalog"}
+
+    reconcile = services["carme-reconcile"]
+    assert reconcile["url"] == "http://127.0.0.1:10201" and reconcile["display"] is False
+    assert reconcile["command"][1:] == ["-m", "carme_services.reconcile"]
+    config = json.loads(reconcile["environment"]["CARME_SERVICE_CONFIG"])
+    assert config["ReconcileService"] == {"policy": "cancel", "interval": 60, "grace": 30, "url": "http://127.0.0.1:10201"}
+    assert config["CarmeRoles"] == {"power_groups": ["power", "gpu-users"]}
+    assert "PATH" in reconcile["environment"]  # squeue-free, but scancel needs a PATH
+    assert "custom:carme-reconcile:read" in reconcile["oauth_client_allowed_scopes"]
+
+    catalog = services["carme-catalog"]
+    assert catalog["display"] is True and catalog["command"][1:] == ["-m", "carme_services.catalog"]
+    assert c.CarmeSpawner.user_catalog_dir == str(tmp_path / "state" / "catalog-user")  # the spawner reads it too
+
+    scopes = set(c.JupyterHub.custom_scopes)
+    assert scopes == {"custom:carme-reconcile:read", "custom:carme-catalog:write", "custom:carme-slurm:read",
+                      "custom:carme-metrics:read"}
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["carme-reconcile"]["services"] == ["carme-reconcile"]
+    assert "custom:carme-slurm:read" in roles["carme-reconcile"]["scopes"]  # it reads the hub's SLURM view
+    assert roles["carme-catalog-writers"]["groups"] == ["admin", "gpu-users", "power"]
+    assert roles["carme-catalog-writers"]["users"] == ["admin"]
+    assert roles["carme-slurm-readers"]["scopes"] == ["custom:carme-slurm:read"]
+    assert "access:services!service=carme-catalog" in roles["user"]["scopes"]
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ("carme:\n  culler: {}\n", "carme has no setting 'culler'"),
+        ("carme:\n  reconcile: {policy: adopt}\n", "adopt is not supported"),
+        ("carme:\n  reconcile: {interval: 0}\n", "interval must be > 0"),
+        ("carme:\n  reconcile: {interval: soon}\n", "carme.reconcile"),
+        ("carme:\n  reconcile: [report]\n", "carme.reconcile must be a mapping"),
+    ],
+)
+def test_bad_service_settings_stop_the_hub_naming_them(monkeypatch, tmp_path, settings, words):
+    with pytest.raises(SystemExit) as e:
+        load(monkeypatch, tmp_path, settings)
+    assert words in str(e.value)
+
+
+def test_the_config_is_a_loop_that_knows_no_service():
+    text = (REPO / "jupyterhub_config.py").read_text()
+    assert len(text.splitlines()) <= 200
+    assert "carme_services.reconcile" not in text and "carme_services.catalog" not in text
+    assert "custom:" not in text  # no scope of any service

@@ -1,13 +1,14 @@
-"""ONE shared watch of SLURM job state for every CarmeSpawner in the hub process.
+"""A reflector: ONE task that lists something from SLURM once per interval and keeps the snapshot.
 
-Like kubespawner's reflector: a single task calls `squeue --json` once per interval for all
-jobs, keeps the Carme jobs (by job-name prefix) in a dict, and wakes waiters on every fresh
-snapshot. Spawners read the dict in `poll()` and wait on `wait_for_snapshot()` instead of
-running their own squeue; N servers cost one squeue per interval, not N.
+Like kubespawner's reflectors: a single task calls its lister (e.g. `squeue --json`) once per
+interval, keeps the items in a dict by key, and wakes waiters on every fresh snapshot. Readers
+take the dict and wait on `wait_for_snapshot()` instead of asking SLURM themselves; N readers
+cost one call per interval, not N. `carme_slurm.view.SlurmView` holds one per kind (jobs,
+nodes, reservations).
 
-Doubt is not evidence: a failed squeue (non-zero exit, time-out, unparsable output,
-slurmctld down) keeps the last good snapshot and is only counted, logged and backed off.
-A job is "gone" only when a snapshot that *started after the job was submitted* lacks it.
+Doubt is not evidence: a failed call (non-zero exit, time-out, unparsable output, slurmctld
+down) keeps the last good snapshot and is only counted, logged and backed off. A job is "gone"
+only when a snapshot that *started after the job was submitted* lacks it (`JobView`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Generic, TypeVar
 
-from . import slurm
+from .commands import SlurmCommandError
+from .jobs import SlurmJob
 
-Lister = Callable[[], Awaitable[list[slurm.SlurmJob]]]
+T = TypeVar("T")
+Lister = Callable[[], Awaitable[list]]
 
 
 @dataclass(frozen=True)
 class JobView:
     """What the watch knows of one job."""
 
-    job: slurm.SlurmJob | None  # None: not in the newest good snapshot
+    job: SlurmJob | None  # None: not in the newest good snapshot
     snapshot_started: float  # time.time() when the newest good squeue call began (0: none yet)
 
     def known_gone(self, submitted_at: float) -> bool:
@@ -39,28 +42,28 @@ class JobView:
         return self.job is None and self.snapshot_started > submitted_at
 
 
-class SlurmJobReflector:
-    """Process-wide watch of the jobs whose names start with `name_prefix`."""
-
-    _shared: SlurmJobReflector | None = None
+class Reflector(Generic[T]):
+    """The newest good snapshot of what `lister` returns, keyed by `key`, refreshed every `interval`."""
 
     def __init__(
         self,
+        lister: Lister,
+        key: Callable[[T], str],
         interval: float = 5.0,
-        name_prefix: str = "carme-",
-        lister: Lister | None = None,
+        what: str = "squeue",
         max_backoff: float = 15.0,
         stale_warning_after: float = 60.0,
         log: logging.Logger | None = None,
     ):
-        self.log = log or logging.getLogger("carme.job_reflector")
+        self.log = log or logging.getLogger("carme.slurm")
+        self.what = what  # for logs: the command it runs
         self.interval = interval
-        self.name_prefix = name_prefix
         self.max_backoff = max(max_backoff, interval)
         self.kick_min_gap = min(1.0, interval / 2)
         self.stale_warning_after = stale_warning_after
-        self._lister = lister or slurm.squeue_all
-        self.jobs: dict[str, slurm.SlurmJob] = {}
+        self._lister = lister
+        self._key = key
+        self.items: dict[str, T] = {}
         self.snapshot_started = 0.0
         self.calls = 0
         self.consecutive_failures = 0
@@ -70,36 +73,13 @@ class SlurmJobReflector:
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._warned = False
-        self._node_addresses: dict[str, str] = {}
 
-    # ---- the shared instance ----------------------------------------------------------------
-
-    @classmethod
-    def shared(cls, **settings) -> SlurmJobReflector:
-        """The hub's one watch; the first caller's settings win (they all come from one config)."""
-        if cls._shared is None or cls._shared._loop_closed():
-            cls._shared = cls(**settings)
-        cls._shared.ensure_started()
-        return cls._shared
-
-    @classmethod
-    def current(cls) -> SlurmJobReflector | None:
-        """The shared watch if one runs (without starting one)."""
-        return cls._shared
-
-    @classmethod
-    def reset_shared(cls) -> None:
-        """Stop and forget the shared watch (tests, and a hub that reloads its config)."""
-        if cls._shared is not None:
-            cls._shared.stop()
-        cls._shared = None
-
-    def _loop_closed(self) -> bool:
+    def loop_closed(self) -> bool:
         return self._task is not None and self._task.get_loop().is_closed()
 
     def ensure_started(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="carme-squeue-watch")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"carme-{self.what}-watch")
 
     def stop(self) -> None:
         if self._task is not None and not self._task.get_loop().is_closed():
@@ -107,13 +87,6 @@ class SlurmJobReflector:
         self._task = None
 
     # ---- reading ------------------------------------------------------------------------------
-
-    def view(self, job_id: str) -> JobView:
-        return JobView(self.jobs.get(str(job_id)), self.snapshot_started)
-
-    @property
-    def healthy(self) -> bool:
-        return self.consecutive_failures == 0 and self.snapshot_started > 0
 
     def health(self) -> dict:
         """For the API status and logs: is SLURM answering, since when not, last error."""
@@ -124,7 +97,7 @@ class SlurmJobReflector:
             "failing_since": self.failing_since,
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
-            "squeue_calls": self.calls,
+            "calls": self.calls,
         }
 
     async def wait_for_snapshot(self, newer_than: float, timeout: float | None = None, kick: bool = True) -> bool:
@@ -146,33 +119,25 @@ class SlurmJobReflector:
                 return False
         return True
 
-    async def node_address(self, node: str) -> str:
-        """The address of a SLURM node (its NodeAddr), from a cached `sinfo` (refreshed on a miss)."""
-        if node not in self._node_addresses:
-            try:
-                self._node_addresses = await slurm.node_addresses()
-            except slurm.SlurmCommandError as e:
-                self.log.warning("cannot read node addresses, using the node name %s: %s", node, e)
-        return self._node_addresses.get(node, node)
-
     # ---- the watch ----------------------------------------------------------------------------
 
     async def refresh(self) -> bool:
-        """One squeue call; True if it gave a good snapshot."""
+        """One call of the lister; True if it gave a good snapshot."""
         started = time.time()
         self.calls += 1
         try:
-            jobs = await self._lister()
-        except slurm.SlurmCommandError as e:
+            items = await self._lister()
+        except SlurmCommandError as e:
             self._record_failure(str(e))
             return False
-        self.jobs = {j.job_id: j for j in jobs if j.name.startswith(self.name_prefix)}
+        self.items = {self._key(item): item for item in items}
         self.snapshot_started = started
         if self.consecutive_failures:
             self.log.warning(
-                "SLURM answers again after %d failed squeue calls; %d Carme jobs known",
+                "SLURM answers again after %d failed %s calls; %d items known",
                 self.consecutive_failures,
-                len(self.jobs),
+                self.what,
+                len(self.items),
             )
         self.consecutive_failures = 0
         self.failing_since = None
@@ -202,7 +167,9 @@ class SlurmJobReflector:
         self.last_error = error
         if self.failing_since is None:
             self.failing_since = time.time()
-        self.log.info("squeue failed (%d in a row), keeping the last known state: %s", self.consecutive_failures, error)
+        self.log.info(
+            "%s failed (%d in a row), keeping the last known state: %s", self.what, self.consecutive_failures, error
+        )
         warning = self._stale_warning()
         if warning and not self._warned:
             self._warned = True
@@ -224,7 +191,7 @@ class SlurmJobReflector:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop the watch for every user
-                self.log.exception("unexpected error in the SLURM job watch")
+                self.log.exception("unexpected error in the SLURM watch (%s)", self.what)
                 self._record_failure("internal error")
             self._kick.clear()
             try:

@@ -1,18 +1,15 @@
-"""SLURM access: async argv command wrappers and the parsers of SLURM's output.
+"""SLURM jobs: what squeue and sbatch print, parsed (pure), and how a job is marked as Carme's.
 
-The one place in Carme that knows SLURM's command names and output formats. Every command runs
-as an argv list (never through a shell) with a time-out; a failure raises `SlurmCommandError`
-carrying the exit code and stderr, so callers can tell "SLURM did not answer" from "SLURM said
-the job is gone".
+`parse_squeue_json` reads `squeue --json` of 22.05 (openapi v0.0.38) and of newer releases
+(state lists, {"set", "infinite", "number"} numbers, exit codes as dicts). A Carme job carries
+the comment `carme:<user>/<server slug>` and a name starting with the site's job-name prefix.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 #: states in which a job still holds (or waits for) resources
 ACTIVE_STATES = frozenset(
@@ -32,15 +29,9 @@ TERMINAL_STATES = frozenset(
 
 _JOB_ID = re.compile(r"^[0-9]{1,12}$")
 _PARSABLE = re.compile(r"^([0-9]{1,12})(?:;[A-Za-z0-9_-]{1,64})?$")  # "ID" or "ID;cluster"
-
-
-class SlurmCommandError(RuntimeError):
-    """A SLURM command failed: it did not run, timed out, exited non-zero or printed nonsense."""
-
-    def __init__(self, argv: list[str], message: str, returncode: int | None = None):
-        self.argv = list(argv)
-        self.returncode = returncode
-        super().__init__(f"{argv[0]}: {message}")
+#: GPUs in TRES texts: "gres/gpu=2" (tres_alloc_str) or "gres:gpu:2" / "gres/gpu:a100:2" (tres_per_node)
+_GPU_TRES = re.compile(r"gres/gpu(?::[^=,]+)?=([0-9]+)")
+_GPU_PER_NODE = re.compile(r"gres[:/]gpu(?::[A-Za-z0-9_.-]+)?:([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -63,6 +54,17 @@ class SlurmJob:
     exit_status: int | None  # the batch script's exit status, when it exited normally
     exit_signal: int | None  # the signal that ended it, if one did
     output_path: str  # %j already replaced
+    account: str = ""
+    gpus: int = 0  # GPUs allocated (running) or asked for (pending), all types together
+
+    def to_dict(self) -> dict:
+        """JSON-ready, with the derived flags the view's readers need."""
+        return {**asdict(self), "active": self.is_active, "terminal": self.is_terminal}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SlurmJob:
+        """A job from the view's JSON (`to_dict`); extra keys are ignored."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @property
     def is_active(self) -> bool:
@@ -107,38 +109,6 @@ def valid_job_id(job_id: str) -> bool:
     return bool(_JOB_ID.match(str(job_id)))
 
 
-async def run_command(
-    argv: list[str],
-    *,
-    input: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 30,
-) -> str:
-    """Run argv (no shell) and return its stdout; raise SlurmCommandError on any failure."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-    except OSError as e:
-        raise SlurmCommandError(argv, f"could not run: {e}") from e
-    try:
-        out, err = await asyncio.wait_for(
-            proc.communicate(input.encode() if input is not None else None), timeout
-        )
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise SlurmCommandError(argv, f"timed out after {timeout:g} s") from None
-    if proc.returncode != 0:
-        detail = err.decode(errors="replace").strip()[-2000:] or "(no error text)"
-        raise SlurmCommandError(argv, f"exit {proc.returncode}: {detail}", proc.returncode)
-    return out.decode(errors="replace")
-
-
 # ---- parsers (pure) ----------------------------------------------------------------------------
 
 
@@ -172,6 +142,23 @@ def _exit(raw) -> tuple[int | None, int | None]:
     return (value >> 8) & 0xFF, None
 
 
+def _gpus(raw: dict) -> int:
+    """GPUs of a job: allocated ones once it runs (typed entries counted once), else those asked for."""
+    alloc = str(raw.get("tres_alloc_str") or "")
+    untyped = re.search(r"gres/gpu=([0-9]+)", alloc)
+    if untyped:
+        return int(untyped[1])
+    typed = _GPU_TRES.findall(alloc)
+    if typed:
+        return sum(int(n) for n in typed)
+    nodes = _number(raw.get("node_count")) or 1
+    for key in ("tres_per_node", "tres_per_job"):
+        found = _GPU_PER_NODE.findall(str(raw.get(key) or ""))
+        if found:
+            return sum(int(n) for n in found) * (nodes if key == "tres_per_node" else 1)
+    return 0
+
+
 def parse_squeue_json(text: str) -> list[SlurmJob]:
     """Parse `squeue --json` output; raise ValueError when it is not what SLURM prints."""
     data = json.loads(text)
@@ -202,6 +189,8 @@ def parse_squeue_json(text: str) -> list[SlurmJob]:
                 exit_status=status,
                 exit_signal=signal,
                 output_path=str(raw.get("standard_output") or "").replace("%j", job_id),
+                account=str(raw.get("account") or ""),
+                gpus=_gpus(raw),
             )
         )
     return jobs
@@ -216,54 +205,3 @@ def parse_sbatch_output(text: str) -> str:
     if not match:
         raise ValueError(f"sbatch printed no job id: {lines[-1]!r:.100}")
     return match.group(1)
-
-
-def parse_node_addresses(text: str) -> dict[str, str]:
-    """Parse `sinfo -h -N -o %N|%o` (node name|NodeAddr) into {node: address}."""
-    addresses = {}
-    for line in text.splitlines():
-        name, _, addr = line.strip().partition("|")
-        if name and addr:
-            addresses[name] = addr
-    return addresses
-
-
-# ---- commands ----------------------------------------------------------------------------------
-
-
-async def squeue_all(timeout: float = 30) -> list[SlurmJob]:
-    """Every job slurmctld knows (one call, all users)."""
-    argv = ["squeue", "--all", "--json"]
-    out = await run_command(argv, timeout=timeout)
-    try:
-        return parse_squeue_json(out)
-    except (ValueError, KeyError, TypeError) as e:
-        raise SlurmCommandError(argv, f"unparsable output: {e}") from e
-
-
-async def sbatch(script: str, *, prefix: list[str], env: dict[str, str], timeout: float = 60) -> str:
-    """Submit `script` on stdin with `prefix` (e.g. runuser -u USER --); return the job id."""
-    argv = [*prefix, "sbatch", "--parsable"]
-    out = await run_command(argv, input=script, env=env, timeout=timeout)
-    try:
-        return parse_sbatch_output(out)
-    except ValueError as e:
-        raise SlurmCommandError(argv, str(e)) from e
-
-
-async def scancel(job_id: str, timeout: float = 30) -> None:
-    if not valid_job_id(job_id):
-        raise ValueError(f"not a SLURM job id: {job_id!r:.40}")
-    await run_command(["scancel", job_id], timeout=timeout)
-
-
-async def node_addresses(timeout: float = 30) -> dict[str, str]:
-    out = await run_command(["sinfo", "-h", "-N", "-o", "%N|%o"], timeout=timeout)
-    return parse_node_addresses(out)
-
-
-def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A minimal environment for SLURM commands: PATH and SLURM_CONF from ours, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "SLURM_CONF", "LANG", "LC_ALL")}
-    env.update(extra or {})
-    return env

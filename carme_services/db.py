@@ -1,0 +1,81 @@
+"""State for the services that keep some: one SQLAlchemy 2 engine, sessions, Alembic migrations.
+
+Each stateful service owns its tables and ONE Alembic tree in its own package
+(`carme_services/<service>/migrations/`, with `env.py` calling `run_migrations`), recorded in
+its own version table `alembic_version_<service>`. So services can be enabled, upgraded and
+dropped one by one even when they share a database, and no service's migration waits for
+another's. (Limits and usage are never stored here: SLURM's associations and `sacct` are the
+ledger.)
+
+    db = ServiceDatabase("sqlite:////var/lib/carme/quota.sqlite", "carme-quota", MIGRATIONS)
+    db.upgrade()                       # at service start: to the newest revision
+    with db.session() as session:      # commits on success, rolls back on error
+        session.add(...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def version_table(service: str) -> str:
+    return "alembic_version_" + service.replace("-", "_")
+
+
+class ServiceDatabase:
+    def __init__(self, url: str, service: str, migrations: Path):
+        if not url:
+            raise ValueError(f"{service}: db_url is empty (an SQLAlchemy URL, e.g. sqlite:////var/lib/carme/{service}.sqlite)")
+        self.url, self.service, self.migrations = url, service, Path(migrations)
+        self.engine: Engine = create_engine(url, future=True)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def alembic_config(self):
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(self.migrations))
+        config.attributes["engine"] = self.engine
+        config.attributes["version_table"] = version_table(self.service)
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        from alembic import command
+
+        command.upgrade(self.alembic_config(), revision)
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"version_table": version_table(self.service)})
+            return context.get_current_revision()
+
+
+def run_migrations(context) -> None:
+    """The body of every service's migrations/env.py: online migrations on the service's engine."""
+    config = context.config
+    with config.attributes["engine"].connect() as connection:
+        context.configure(connection=connection, version_table=config.attributes["version_table"],
+                          render_as_batch=connection.dialect.name == "sqlite")
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()

@@ -1,0 +1,108 @@
+"""SLURM's commands as argv lists with time-outs: the one place Carme runs them.
+
+Nothing here goes through a shell. A failure raises `SlurmCommandError` carrying the exit code
+and stderr, so callers can tell "SLURM did not answer" from "SLURM said the job is gone".
+Queries (`squeue_all`, `sinfo_nodes`, `show_reservations`) are for the hub's one view
+(`carme_slurm.view`); everything else in Carme reads that view. Changes (`sbatch`, `scancel`)
+are for whoever changes SLURM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from .jobs import SlurmJob, parse_sbatch_output, parse_squeue_json, valid_job_id
+from .nodes import SlurmNode, parse_sinfo_json
+from .reservations import SlurmReservation, parse_reservations_text
+
+
+class SlurmCommandError(RuntimeError):
+    """A SLURM command failed: it did not run, timed out, exited non-zero or printed nonsense."""
+
+    def __init__(self, argv: list[str], message: str, returncode: int | None = None):
+        self.argv = list(argv)
+        self.returncode = returncode
+        super().__init__(f"{argv[0]}: {message}")
+
+
+async def run_command(
+    argv: list[str],
+    *,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> str:
+    """Run argv (no shell) and return its stdout; raise SlurmCommandError on any failure."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+    except OSError as e:
+        raise SlurmCommandError(argv, f"could not run: {e}") from e
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input.encode() if input is not None else None), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise SlurmCommandError(argv, f"timed out after {timeout:g} s") from None
+    if proc.returncode != 0:
+        detail = err.decode(errors="replace").strip()[-2000:] or "(no error text)"
+        raise SlurmCommandError(argv, f"exit {proc.returncode}: {detail}", proc.returncode)
+    return out.decode(errors="replace")
+
+
+async def _parsed(argv: list[str], parse, timeout: float):
+    out = await run_command(argv, timeout=timeout)
+    try:
+        return parse(out)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SlurmCommandError(argv, f"unparsable output: {e}") from e
+
+
+# ---- queries (the hub's view only) ---------------------------------------------------------------
+
+
+async def squeue_all(timeout: float = 30) -> list[SlurmJob]:
+    """Every job slurmctld knows (one call, all users)."""
+    return await _parsed(["squeue", "--all", "--json"], parse_squeue_json, timeout)
+
+
+async def sinfo_nodes(timeout: float = 30) -> list[SlurmNode]:
+    """Every node with its state, address, CPUs, memory and GPUs (total and allocated, per type)."""
+    return await _parsed(["sinfo", "--json"], parse_sinfo_json, timeout)
+
+
+async def show_reservations(timeout: float = 30) -> list[SlurmReservation]:
+    """Every reservation (`scontrol -o show reservation`: 22.05 has no JSON for reservations)."""
+    return await _parsed(["scontrol", "-o", "show", "reservation"], parse_reservations_text, timeout)
+
+
+# ---- changes ---------------------------------------------------------------------------------------
+
+
+async def sbatch(script: str, *, prefix: list[str], env: dict[str, str], timeout: float = 60) -> str:
+    """Submit `script` on stdin with `prefix` (e.g. runuser -u USER --); return the job id."""
+    argv = [*prefix, "sbatch", "--parsable"]
+    out = await run_command(argv, input=script, env=env, timeout=timeout)
+    try:
+        return parse_sbatch_output(out)
+    except ValueError as e:
+        raise SlurmCommandError(argv, str(e)) from e
+
+
+async def scancel(job_id: str, timeout: float = 30) -> None:
+    if not valid_job_id(job_id):
+        raise ValueError(f"not a SLURM job id: {job_id!r:.40}")
+    await run_command(["scancel", job_id], timeout=timeout)
+
+
+def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for SLURM commands: PATH and SLURM_CONF from ours, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "SLURM_CONF", "LANG", "LC_ALL")}
+    env.update(extra or {})
+    return env

@@ -1,0 +1,161 @@
+"""The hub's ONE view of SLURM: jobs every few seconds, nodes and reservations more slowly.
+
+`SlurmView.shared()` is the process-wide instance in the hub. Spawners read it in-process
+(`job()`, `node_address()`, `wait_for_jobs()`); services read it over the hub API
+(`carme_slurm.hub_api`: GET /hub/api/carme/slurm/{jobs,nodes,reservations}). Nobody else asks
+SLURM what it is doing: a service that changes SLURM runs its command and then waits for the
+next snapshot to see the result.
+
+Its settings are the `SlurmView:` section of the site's settings file.
+"""
+
+from __future__ import annotations
+
+
+from traitlets import Float, Unicode
+from traitlets.config import LoggingConfigurable
+
+from . import commands
+from .jobs import SlurmJob, parse_job_comment
+from .nodes import SlurmNode
+from .reflector import JobView, Reflector
+from .reservations import SlurmReservation
+
+#: the custom scope that lets admins and services read the view over the hub API (`hub_api`)
+VIEW_SCOPE = "custom:carme-slurm:read"
+
+
+class SlurmView(LoggingConfigurable):
+    """Three reflectors (jobs, nodes, reservations) with one set of settings."""
+
+    job_interval = Float(
+        5.0,
+        config=True,
+        help="Seconds between the hub's `squeue --json` calls. ONE call per interval serves every server "
+        "and every service; a starting server may ask for an early one (at most one per second).",
+    )
+    node_interval = Float(
+        30.0, config=True, help="Seconds between `sinfo --json` calls (node states, GPUs per type, addresses)."
+    )
+    reservation_interval = Float(
+        30.0, config=True, help="Seconds between `scontrol show reservation` calls."
+    )
+    command_timeout = Float(30.0, config=True, help="Seconds before a SLURM command counts as failed.")
+    stale_warning_after = Float(
+        60.0,
+        config=True,
+        help="Warn (hub log, API status) once SLURM has not answered for this many seconds. "
+        "Servers are never dropped for that: only a good SLURM answer can end them.",
+    )
+    job_name_prefix = Unicode(
+        "carme-",
+        config=True,
+        help="Prefix of every Carme job name: the spawner names its jobs with it, and the view marks "
+        "jobs with it (and a carme: comment) as Carme's.",
+    )
+
+    _shared: SlurmView | None = None
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        timeout = self.command_timeout
+        common = {"stale_warning_after": self.stale_warning_after, "log": self.log}
+        self.jobs: Reflector[SlurmJob] = Reflector(
+            lambda: commands.squeue_all(timeout), lambda j: j.job_id, self.job_interval, "squeue", **common
+        )
+        self.nodes: Reflector[SlurmNode] = Reflector(
+            lambda: commands.sinfo_nodes(timeout), lambda n: n.name, self.node_interval, "sinfo", **common
+        )
+        self.reservations: Reflector[SlurmReservation] = Reflector(
+            lambda: commands.show_reservations(timeout), lambda r: r.name, self.reservation_interval,
+            "scontrol", **common
+        )
+
+    # ---- the shared instance -------------------------------------------------------------------
+
+    @classmethod
+    def shared(cls, **settings) -> SlurmView:
+        """The hub's one view, started; the first caller's settings win (they all come from one config)."""
+        if cls._shared is None or any(r.loop_closed() for r in cls._shared.reflectors):
+            cls._shared = cls(**settings)
+        cls._shared.ensure_started()
+        return cls._shared
+
+    @classmethod
+    def current(cls) -> SlurmView | None:
+        """The shared view if one runs (without starting one)."""
+        return cls._shared
+
+    @classmethod
+    def reset_shared(cls) -> None:
+        """Stop and forget the shared view (tests, and a hub that reloads its config)."""
+        if cls._shared is not None:
+            cls._shared.stop()
+        cls._shared = None
+
+    @property
+    def reflectors(self) -> tuple[Reflector, ...]:
+        return (self.jobs, self.nodes, self.reservations)
+
+    def ensure_started(self) -> None:
+        for reflector in self.reflectors:
+            reflector.ensure_started()
+
+    def stop(self) -> None:
+        for reflector in self.reflectors:
+            reflector.stop()
+
+    # ---- reading --------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobView:
+        return JobView(self.jobs.items.get(str(job_id)), self.jobs.snapshot_started)
+
+    def is_carme_job(self, job: SlurmJob) -> bool:
+        return job.name.startswith(self.job_name_prefix) and parse_job_comment(job.comment) is not None
+
+    def carme_jobs(self) -> list[SlurmJob]:
+        return [j for j in self.jobs.items.values() if self.is_carme_job(j)]
+
+    async def node_address(self, node: str) -> str:
+        """The address SLURM has for `node` (NodeAddr); waits for one node snapshot if it is new."""
+        if node not in self.nodes.items:
+            await self.nodes.wait_for_snapshot(self.nodes.snapshot_started, timeout=self.command_timeout)
+        known = self.nodes.items.get(node)
+        if known is None or not known.address:
+            self.log.warning("SLURM lists no address for node %s: using its name", node)
+            return node
+        return known.address
+
+    def health(self) -> dict:
+        """Is SLURM answering each of the three watches."""
+        return {
+            "jobs": self.jobs.health(),
+            "nodes": self.nodes.health(),
+            "reservations": self.reservations.health(),
+            "carme_jobs": len(self.carme_jobs()),
+        }
+
+    # ---- what the hub API serves ---------------------------------------------------------------
+
+    def jobs_document(self) -> dict:
+        jobs = []
+        for job in sorted(self.jobs.items.values(), key=lambda j: int(j.job_id)):
+            owner = parse_job_comment(job.comment) if self.is_carme_job(job) else None
+            jobs.append({**job.to_dict(), "carme": owner is not None,
+                         "carme_user": owner[0] if owner else None, "carme_server": owner[1] if owner else None})
+        return {"snapshot": self.jobs.health(), "job_name_prefix": self.job_name_prefix, "jobs": jobs}
+
+    def nodes_document(self) -> dict:
+        nodes = sorted(self.nodes.items.values(), key=lambda n: n.name)
+        gpus: dict[str, dict[str, int]] = {}
+        for node in nodes:
+            for gpu in node.gpus:
+                total = gpus.setdefault(gpu.type or "gpu", {"total": 0, "allocated": 0, "free": 0, "unavailable": 0})
+                total["total"] += gpu.total
+                total["allocated"] += gpu.allocated
+                total["free" if node.gpus_reachable else "unavailable"] += gpu.free
+        return {"snapshot": self.nodes.health(), "nodes": [n.to_dict() for n in nodes], "gpus": gpus}
+
+    def reservations_document(self) -> dict:
+        reservations = sorted(self.reservations.items.values(), key=lambda r: (r.start_time, r.name))
+        return {"snapshot": self.reservations.health(), "reservations": [r.to_dict() for r in reservations]}

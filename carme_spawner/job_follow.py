@@ -1,0 +1,127 @@
+"""Following one submitted job through the hub's SLURM view, until its server answers or it ends.
+
+The spawner submits; `JobFollower` does the waiting: queued (SLURM's reason and expected start),
+running on a node, the port report, the first HTTP answer. A job that ends first fails the spawn
+within one view interval, with SLURM's state, exit code and the last lines of the job's output
+(read as the user). `until_gone` waits for a cancelled job to leave the queue.
+
+Progress goes through `emit(message, percent)`; nothing here talks to the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from carme_slurm import JobView, SlurmCommandError, SlurmJob, SlurmView, command_env, run_command
+
+from . import progress
+
+
+class JobEnded(Exception):
+    """The job ended (or vanished) before its server answered; str() says why, in plain words."""
+
+
+class JobFollower:
+    def __init__(
+        self,
+        view: SlurmView,
+        job_id: str,
+        submitted_at: float,
+        emit: Callable[[str, int], None],
+        user_prefix: list[str],
+        log: logging.Logger,
+        log_tail_lines: int = 20,
+    ):
+        self.view, self.job_id, self.submitted_at = view, job_id, submitted_at
+        self.emit, self.user_prefix, self.log = emit, user_prefix, log
+        self.log_tail_lines = log_tail_lines
+
+    def job_over(self, jobview: JobView) -> bool:
+        """SLURM says so: the job ended, or a snapshot begun after submission lacks it."""
+        return (jobview.job is not None and jobview.job.is_terminal) or jobview.known_gone(self.submitted_at)
+
+    async def until_running_with_port(self, port_reported: asyncio.Event) -> SlurmJob:
+        """Wait until SLURM shows the job running and it has reported its port; JobEnded if it ends."""
+        last_message = ""
+        port_wait = asyncio.ensure_future(port_reported.wait())
+        try:
+            while True:
+                jobview = self.view.job(self.job_id)
+                job = jobview.job
+                if self.job_over(jobview):
+                    raise JobEnded(await self.failure_text(job))
+                if job is not None:
+                    message = (progress.describe_pending(job, time.time()) if job.is_pending
+                               else progress.describe_running(job))
+                    if message != last_message:  # the "running on node N" step shows even when
+                        self.emit(message, 30 if job.is_pending else 60)  # the port came in the same snapshot
+                        last_message = message
+                    if job.is_running and port_reported.is_set():
+                        return job
+                # worth an early squeue: the first state of a new job, and the one after its port
+                # report (the job runs now); other changes come with the regular interval
+                kick = jobview.snapshot_started <= self.submitted_at or port_reported.is_set()
+                change = asyncio.ensure_future(self.view.jobs.wait_for_snapshot(jobview.snapshot_started, kick=kick))
+                # once the port is in, only a new snapshot is news (a done port_wait would spin the loop)
+                await asyncio.wait({change} if port_wait.done() else {change, port_wait},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                change.cancel()
+        finally:
+            port_wait.cancel()
+
+    async def until_http(self, url: str, timeout: float) -> None:
+        """Return once the server answers HTTP at `url`; JobEnded at once if its job ends first."""
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await client.fetch(HTTPRequest(url, request_timeout=3, follow_redirects=False))
+                return
+            except HTTPClientError as e:
+                if e.code != 599:  # any HTTP answer means the server is up
+                    return
+            except OSError:
+                pass
+            jobview = self.view.job(self.job_id)
+            if self.job_over(jobview):
+                raise JobEnded(await self.failure_text(jobview.job))
+            await asyncio.sleep(0.5)
+        raise JobEnded(f"JupyterLab in job {self.job_id} did not answer within {timeout:g} s")
+
+    async def until_gone(self, timeout: float = 30) -> bool:
+        """After scancel: True once SLURM shows the job ended or no longer lists it."""
+        asked = time.time()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not await self.view.jobs.wait_for_snapshot(asked, timeout=max(1.0, deadline - time.monotonic())):
+                return False
+            jobview = self.view.job(self.job_id)
+            if jobview.job is None or jobview.job.is_terminal:
+                return True
+            asked = jobview.snapshot_started
+        return False
+
+    async def failure_text(self, job: SlurmJob | None) -> str:
+        text = progress.describe_end(job, self.job_id)
+        tail = await self.log_tail(job)
+        return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
+
+    async def log_tail(self, job: SlurmJob | None) -> str:
+        """The end of the job's output, read AS THE USER (the path is the user's to choose)."""
+        if job is None or not job.output_path:
+            return ""
+        try:
+            out = await run_command(
+                [*self.user_prefix, "tail", "-n", str(self.log_tail_lines), "--", job.output_path],
+                env=command_env(),
+                timeout=10,
+            )
+        except SlurmCommandError as e:
+            self.log.info("no log tail for job %s: %s", job.job_id, e)
+            return ""
+        return out[-4000:]
