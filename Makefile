@@ -4,7 +4,7 @@ VENV := /opt/carme/venv
 PYTHON := $(VENV)/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-browser cluster cluster-down ldap ldap-down unit integration lint
+.PHONY: demo test install install-browser cluster cluster-down ldap ldap-down unit integration
 
 ## install everything and start the demo hub on http://127.0.0.1:8000 (foreground; Ctrl-C stops it)
 demo: install cluster ldap

@@ -25,6 +25,8 @@ from jupyterhub.auth import Authenticator
 from tornado import web
 from traitlets import default
 
+from carme_core.roles import ADMIN
+
 from .client import DirectoryUnavailable
 from .directory import DirectoryDataError, DirectoryUser, UserDirectory
 from .names import POSIX_USERNAME_PATTERN, UsernameError, checked_username, normalize_username
@@ -168,7 +170,7 @@ class CarmeLDAPAuthenticator(Authenticator, LDAPSettings):
             return None
         return {
             "name": user.username,
-            "admin": role == "admin" or user.username in self.admin_users,
+            "admin": role == ADMIN or user.username in self.admin_users,
             "groups": [role],
             "auth_state": {
                 "username": user.username,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from carme_core.roles import ROLES
+from carme_core.roles import ADMIN, POWER, ROLES, USER
 
-DEFAULT_ROLE_GROUPS = {"carme-admins": "admin", "carme-power": "power", "carme-users": "user"}
+DEFAULT_ROLE_GROUPS = {"carme-admins": ADMIN, "carme-power": POWER, "carme-users": USER}
 
 
 def check_role_groups(mapping, field: str = "CarmeLDAPAuthenticator.role_groups") -> dict[str, str]:

@@ -3,6 +3,15 @@
 A leaf package: it imports nothing from the rest of Carme, and everything may import it.
 """
 
-from .roles import ADMIN, POWER, ROLES, USER, CarmeRoles, check_role, role_from_hub, role_of_model
+from .roles import (
+    ADMIN,
+    POWER,
+    ROLES,
+    USER,
+    CarmeRoles,
+    check_role,
+    role_from_hub,
+    role_of_model,
+)
 
 __all__ = ["ADMIN", "POWER", "ROLES", "USER", "CarmeRoles", "check_role", "role_from_hub", "role_of_model"]

@@ -30,7 +30,6 @@ from traitlets import Float, List, Unicode
 from traitlets.config import Config
 
 from carme_core.roles import ADMIN
-
 from container_catalog import (
     EXAMPLE_CATALOG,
     GPU_MODES,

@@ -32,10 +32,22 @@ from prometheus_client import Gauge
 from tornado import web
 from traitlets import Bool, Enum, Float, TraitError, validate
 
-from carme_slurm import SlurmCommandError, SlurmJob, parse_job_comment, scancel, server_slug
+from carme_slurm import (
+    SlurmCommandError,
+    SlurmJob,
+    parse_job_comment,
+    scancel,
+    server_slug,
+)
 
 from .base import CarmeService, CarmeServiceHandler, PeriodicTask
-from .wiring import ServiceSettings, admins_role, checked_settings, own_role, service_spec
+from .wiring import (
+    ServiceSettings,
+    admins_role,
+    checked_settings,
+    own_role,
+    service_spec,
+)
 
 NAME = "carme-reconcile"
 READ_SCOPE = "custom:carme-reconcile:read"

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from traitlets import TraitError
 from traitlets.config import Config
 
-from carme_core.roles import ADMIN
+from carme_core.roles import ADMIN, POWER
 from carme_slurm.view import VIEW_SCOPE
 
 from .base import CONFIG_ENV, METRICS_SCOPE
@@ -41,7 +41,7 @@ class ServiceSettings:
     key: str  # the key under carme:, e.g. "reconcile"
     values: Mapping  # the service's own settings (carme.<key>), not yet checked
     admin_users: tuple[str, ...] = ()
-    power_groups: tuple[str, ...] = ("power",)
+    power_groups: tuple[str, ...] = (POWER,)
     environment: Mapping[str, str] = field(default_factory=dict)  # the hub's PATH, LANG, ...
     python: str = sys.executable
 

@@ -11,7 +11,6 @@ Its settings are the `SlurmView:` section of the site's settings file.
 
 from __future__ import annotations
 
-
 from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 

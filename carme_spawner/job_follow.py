@@ -13,11 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from carme_slurm import JobView, SlurmCommandError, SlurmJob, SlurmView, command_env, run_command
+from carme_slurm import (
+    JobView,
+    SlurmCommandError,
+    SlurmJob,
+    SlurmView,
+    command_env,
+    run_command,
+)
 
 from . import progress
 

@@ -13,34 +13,40 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
 from tornado import web
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import default
 
 from carme_core.roles import CarmeRoles, role_from_hub
-from carme_slurm import SlurmCommandError, SlurmView, command_env, job_comment, run_command, sbatch, scancel, server_slug
-from carme_slurm import hub_api
+from carme_slurm import (
+    SlurmCommandError,
+    SlurmView,
+    command_env,
+    hub_api,
+    job_comment,
+    run_command,
+    sbatch,
+    scancel,
+    server_slug,
+)
 
 from . import port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
 from .batch_script import JobSite, render_batch_script
 from .form import defaults_from_last_choice, render_options_form
-from .images import CatalogImage, images_from_catalog, images_from_setting, shared_catalog
-from .job_follow import JobEnded, JobFollower
-from .options import (
-    OptionsError,
-    PartitionPolicy,
-    SpawnLimits,
-    SpawnRequest,
-    options_from_form_data,
-    parse_options,
-    validate_limits,
+from .images import (
+    CatalogImage,
+    images_from_catalog,
+    images_from_setting,
+    shared_catalog,
 )
+from .job_follow import JobEnded, JobFollower
+from .options import OptionsError, SpawnRequest, options_from_form_data, parse_options
+from .settings import CarmeSpawnerSettings
 
 
 class SpawnFailed(web.HTTPError):
@@ -54,104 +60,10 @@ class SpawnFailed(web.HTTPError):
         return self.message
 
 
-class CarmeSpawner(SlurmSpawner):
-    """Start a user's server as a SLURM job running `apptainer exec ... jupyterhub-singleuser`."""
+class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
+    """Start a user's server as a SLURM job running `apptainer exec ... jupyterhub-singleuser`.
 
-    # ---- SLURM (the view's own settings: section SlurmView) ---------------------------------------
-    user_command_prefix = List(
-        Unicode(),
-        ["runuser", "-u", "{username}", "--"],
-        config=True,
-        help="argv prefix that runs sbatch (and the log reader) as the user; {username} is replaced. "
-        "Set from configuration only: nothing at run time can change it.",
-    )
-
-    # ---- resources and limits -----------------------------------------------------------------
-    partitions = List(
-        Dict(),
-        [
-            {"name": "interactive", "max_gpus": 2, "max_runtime_minutes": 480, "description": "instant access"},
-            {"name": "batch", "max_gpus": 8, "max_runtime_minutes": 7 * 24 * 60, "description": "long and large jobs"},
-        ],
-        config=True,
-        help="Partitions users may choose: dicts with name, max_gpus, max_runtime_minutes, description.",
-    )
-    max_gpus = Integer(4, config=True, help="Most GPUs one server may ask for (the quota issue refines this per user).")
-    max_runtime_minutes = Integer(7 * 24 * 60, config=True, help="Longest runtime one server may ask for, in minutes.")
-    default_runtime_minutes = Integer(60, config=True, help="Runtime when the user names none, in minutes.")
-    cpus_per_gpu = Integer(4, config=True, help="CPU cores given per requested GPU.")
-    memory_mb_per_gpu = Integer(16384, config=True, help="Memory (MiB) given per requested GPU.")
-    min_cpus = Integer(1, config=True, help="CPU cores for a server without GPUs (and the least for any).")
-    min_memory_mb = Integer(2048, config=True, help="Memory (MiB) for a server without GPUs (and the least for any).")
-    interactive_max_gpus = Integer(
-        2, config=True, help="Requests with at most this many GPUs (and short enough) go to the small partition."
-    )
-    interactive_max_runtime_minutes = Integer(
-        480, config=True, help="Requests at most this long (and small enough) go to the small partition."
-    )
-    routing_small_partition = Unicode("interactive", config=True, help="Partition for small, short requests.")
-    routing_large_partition = Unicode("batch", config=True, help="Partition for larger or longer requests.")
-
-    # ---- the container ------------------------------------------------------------------------
-    images = Dict(
-        {},
-        config=True,
-        help="Container images users may run: {id: reference}, the reference an absolute .sif path or a "
-        "docker:// / oras:// / library:// URI. Used only when no catalog_dir is set (the catalog replaces it).",
-    )
-    default_image = Unicode("", config=True, help="Image id used when the user names none.")
-    catalog_dir = Unicode(
-        "",
-        config=True,
-        help="Directory of the site's container catalog (YAML files, see container_catalog). When set, the "
-        "catalog replaces `images`: users see and may run exactly the enabled entries their role allows.",
-    )
-    user_catalog_dir = Unicode(
-        "", config=True, help="Directory of user-defined catalog entries (written by the carme-catalog service)."
-    )
-    catalog_reload_interval = Float(5.0, config=True, help="Seconds between checks of the catalog files for changes.")
-    container_runtime = Unicode(
-        "apptainer", config=True, help="Container runtime command: apptainer or singularity (or a path to one)."
-    )
-    container_binds = List(
-        Unicode(),
-        ["{home}"],
-        config=True,
-        help="Bind specs for the container (src, src:dst or src:dst:ro); {home} and {username} are replaced.",
-    )
-    job_output = Unicode(
-        "{home}/.carme/jobs/carme-%j.log",
-        config=True,
-        help="The job's output file; {home}/{username} are replaced, SLURM replaces %j. "
-        "Its directory is created as the user before submission.",
-    )
-    launcher_command = List(
-        Unicode(),
-        [sys.executable, "-m", "carme_spawner.launcher", "--"],
-        config=True,
-        help="argv run on the node before the container: reports the port, then execs the container command.",
-    )
-    batch_template_dir = Unicode(
-        "", config=True, help="Directory with a site's own carme_job.sh.j2 (default: Carme's slurm_templates/)."
-    )
-    extra_sbatch_options = List(
-        Unicode(), [], config=True, help='Extra sbatch options for every job, e.g. ["--qos=interactive"].'
-    )
-    job_env_keep = List(
-        Unicode(),
-        ["PATH", "LANG", "LC_ALL"],
-        config=True,
-        help="Variables of the hub's environment passed into every job (added to Spawner.env_keep): the "
-        "job needs a PATH on the node to find the container runtime, and JupyterHub 5+ keeps none by default.",
-    )
-    wrapper_option_keys = List(
-        Unicode(),
-        ["profile"],
-        config=True,
-        help="user_options keys that belong to a wrapping spawner, not to Carme (wrapspawner's "
-        "ProfilesSpawner adds 'profile'); they are dropped before validation, every other unknown key is refused.",
-    )
-    log_tail_lines = Integer(20, config=True, help="Lines of the job's output shown when a spawn fails.")
+    Its settings (section `CarmeSpawner:`) are those of `CarmeSpawnerSettings`."""
 
     @default("poll_interval")
     def _poll_interval_default(self):
@@ -214,27 +126,6 @@ class CarmeSpawner(SlurmSpawner):
             return images_from_setting(self.images)
         source = shared_catalog(self.catalog_dir, self.user_catalog_dir or None, self.catalog_reload_interval, self.log)
         return images_from_catalog(source.latest(), account.role, account.username)
-
-    def spawn_limits(self, images: list[CatalogImage]) -> SpawnLimits:
-        return validate_limits(
-            SpawnLimits(
-                partitions=tuple(PartitionPolicy(**p) for p in self.partitions),
-                max_gpus=self.max_gpus,
-                max_runtime_minutes=self.max_runtime_minutes,
-                default_runtime_minutes=self.default_runtime_minutes,
-                cpus_per_gpu=self.cpus_per_gpu,
-                memory_mb_per_gpu=self.memory_mb_per_gpu,
-                min_cpus=self.min_cpus,
-                min_memory_mb=self.min_memory_mb,
-                interactive_max_gpus=self.interactive_max_gpus,
-                interactive_max_runtime_minutes=self.interactive_max_runtime_minutes,
-                routing_small_partition=self.routing_small_partition,
-                routing_large_partition=self.routing_large_partition,
-                allowed_images={i.choice.id: i.reference for i in images},
-                default_image=self.default_image,
-                image_gpu={i.choice.id: i.choice.gpu for i in images},
-            )
-        )
 
     async def _render_options_form(self, spawner=None) -> str:
         """The options form: exactly the choices parse_options will accept for this user."""

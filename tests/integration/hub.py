@@ -47,6 +47,8 @@ class Hub:
         ports: tuple[int, int, int] = (PUBLIC_PORT, HUB_PORT, PROXY_API_PORT),
         job_prefix: str = "carme-test-",
         settings: Path = REPO / "carme.example.yaml",
+        harness_scopes: tuple[str, ...] = (),
+        extra_roles: tuple[dict, ...] = (),
     ):
         self.workdir = Path(tempfile.mkdtemp(prefix="carme-test-hub-"))
         os.chmod(self.workdir, 0o700)
@@ -61,6 +63,8 @@ class Hub:
         self.public_port, self.hub_port, self.proxy_api_port = ports
         self.job_prefix = job_prefix
         self.settings = settings
+        self.harness_scopes = tuple(harness_scopes)  # more scopes for the tests' own token
+        self.extra_roles = tuple(extra_roles)  # more roles for the hub (load_roles)
         self.url = f"http://127.0.0.1:{self.public_port}"
         self.api = f"{self.url}/hub/api"
         self.log_path = self.workdir / "hub.log"
@@ -77,8 +81,10 @@ class Hub:
             {
                 "name": "carme-tests",
                 "services": ["carme-tests"],
-                "scopes": ["admin:users", "admin:servers", "admin:server_state", "tokens", "read:users", "admin:groups"],
-            }
+                "scopes": ["admin:users", "admin:servers", "admin:server_state", "tokens", "read:users", "admin:groups",
+                           *self.harness_scopes],
+            },
+            *self.extra_roles,
         ]
         env = {
             "PATH": f"{self.bindir}:{STANDINS}:{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

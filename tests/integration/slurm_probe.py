@@ -34,3 +34,9 @@ def cancel_all(prefix: str) -> None:
     ids = [line.split()[0] for line in r.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(prefix)]
     if ids:
         subprocess.run(["scancel", *ids], check=False)
+
+
+def carme_jobs(prefix: str) -> list[str]:
+    """Ids of the queued jobs whose name starts with `prefix`."""
+    r = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in r.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(prefix)]

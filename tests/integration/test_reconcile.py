@@ -18,7 +18,6 @@ from carme_services.reconcile import READ_SCOPE
 
 from . import slurm_probe
 from .conftest import running_hub
-from .hub import Hub
 from .waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,25 +32,12 @@ def reconcile_env(policy: str, interval: float) -> dict[str, str]:
     return {"CARME__carme__reconcile": json.dumps(setting)}
 
 
-def harness_roles_with_read_scope() -> str:
-    """The harness's own load_roles (read from an unstarted Hub), its role given READ_SCOPE too."""
-    probe = Hub(ports=PORTS, job_prefix=PREFIX)
-    try:
-        roles = json.loads(probe.env()["CARME__JupyterHub__load_roles"])
-    finally:
-        probe.close()
-    for role in roles:
-        if role["name"] == "carme-tests":
-            role["scopes"].append(READ_SCOPE)
-    return json.dumps(roles)
-
-
 @pytest.fixture(scope="module")
 def hub(cluster):
     # from the first start on: policy cancel with no grace, a pass every 2 s, so a server that is
     # spawning or running must never be taken for an orphan
-    env = {"CARME__JupyterHub__load_roles": harness_roles_with_read_scope(), **reconcile_env("cancel", 2)}
-    with running_hub(ports=PORTS, job_prefix=PREFIX, slurm_poll_interval=2, extra_env=env) as hub:
+    with running_hub(ports=PORTS, job_prefix=PREFIX, slurm_poll_interval=2, extra_env=reconcile_env("cancel", 2),
+                     harness_scopes=(READ_SCOPE,)) as hub:
         yield hub
 
 

@@ -1,0 +1,135 @@
+"""The settings of CarmeSpawner (traitlets, each with its help) and the limits built from them.
+
+A mixin of the spawner, like `carme_auth.settings` of the authenticator: the values live in the
+`CarmeSpawner:` section of the site settings file. SLURM's own settings (intervals, time-outs,
+the job-name prefix) are the hub's view's: section `SlurmView:`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from traitlets import Dict, Float, Integer, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .images import CatalogImage
+from .options import PartitionPolicy, SpawnLimits, validate_limits
+
+
+class CarmeSpawnerSettings(LoggingConfigurable):
+    # ---- SLURM (the intervals and the job-name prefix are SlurmView's) -----------------------------
+    user_command_prefix = List(
+        Unicode(),
+        ["runuser", "-u", "{username}", "--"],
+        config=True,
+        help="argv prefix that runs sbatch (and the log reader) as the user; {username} is replaced. "
+        "Set from configuration only: nothing at run time can change it.",
+    )
+
+    # ---- resources and limits -----------------------------------------------------------------
+    partitions = List(
+        Dict(),
+        [
+            {"name": "interactive", "max_gpus": 2, "max_runtime_minutes": 480, "description": "instant access"},
+            {"name": "batch", "max_gpus": 8, "max_runtime_minutes": 7 * 24 * 60, "description": "long and large jobs"},
+        ],
+        config=True,
+        help="Partitions users may choose: dicts with name, max_gpus, max_runtime_minutes, description.",
+    )
+    max_gpus = Integer(4, config=True, help="Most GPUs one server may ask for (the quota issue refines this per user).")
+    max_runtime_minutes = Integer(7 * 24 * 60, config=True, help="Longest runtime one server may ask for, in minutes.")
+    default_runtime_minutes = Integer(60, config=True, help="Runtime when the user names none, in minutes.")
+    cpus_per_gpu = Integer(4, config=True, help="CPU cores given per requested GPU.")
+    memory_mb_per_gpu = Integer(16384, config=True, help="Memory (MiB) given per requested GPU.")
+    min_cpus = Integer(1, config=True, help="CPU cores for a server without GPUs (and the least for any).")
+    min_memory_mb = Integer(2048, config=True, help="Memory (MiB) for a server without GPUs (and the least for any).")
+    interactive_max_gpus = Integer(
+        2, config=True, help="Requests with at most this many GPUs (and short enough) go to the small partition."
+    )
+    interactive_max_runtime_minutes = Integer(
+        480, config=True, help="Requests at most this long (and small enough) go to the small partition."
+    )
+    routing_small_partition = Unicode("interactive", config=True, help="Partition for small, short requests.")
+    routing_large_partition = Unicode("batch", config=True, help="Partition for larger or longer requests.")
+
+    # ---- the container ------------------------------------------------------------------------
+    images = Dict(
+        {},
+        config=True,
+        help="Container images users may run: {id: reference}, the reference an absolute .sif path or a "
+        "docker:// / oras:// / library:// URI. Used only when no catalog_dir is set (the catalog replaces it).",
+    )
+    default_image = Unicode("", config=True, help="Image id used when the user names none.")
+    catalog_dir = Unicode(
+        "",
+        config=True,
+        help="Directory of the site's container catalog (YAML files, see container_catalog). When set, the "
+        "catalog replaces `images`: users see and may run exactly the enabled entries their role allows.",
+    )
+    user_catalog_dir = Unicode(
+        "", config=True, help="Directory of user-defined catalog entries (written by the carme-catalog service)."
+    )
+    catalog_reload_interval = Float(5.0, config=True, help="Seconds between checks of the catalog files for changes.")
+    container_runtime = Unicode(
+        "apptainer", config=True, help="Container runtime command: apptainer or singularity (or a path to one)."
+    )
+    container_binds = List(
+        Unicode(),
+        ["{home}"],
+        config=True,
+        help="Bind specs for the container (src, src:dst or src:dst:ro); {home} and {username} are replaced.",
+    )
+    job_output = Unicode(
+        "{home}/.carme/jobs/carme-%j.log",
+        config=True,
+        help="The job's output file; {home}/{username} are replaced, SLURM replaces %j. "
+        "Its directory is created as the user before submission.",
+    )
+    launcher_command = List(
+        Unicode(),
+        [sys.executable, "-m", "carme_spawner.launcher", "--"],
+        config=True,
+        help="argv run on the node before the container: reports the port, then execs the container command.",
+    )
+    batch_template_dir = Unicode(
+        "", config=True, help="Directory with a site's own carme_job.sh.j2 (default: Carme's slurm_templates/)."
+    )
+    extra_sbatch_options = List(
+        Unicode(), [], config=True, help='Extra sbatch options for every job, e.g. ["--qos=interactive"].'
+    )
+    job_env_keep = List(
+        Unicode(),
+        ["PATH", "LANG", "LC_ALL"],
+        config=True,
+        help="Variables of the hub's environment passed into every job (added to Spawner.env_keep): the "
+        "job needs a PATH on the node to find the container runtime, and JupyterHub 5+ keeps none by default.",
+    )
+    wrapper_option_keys = List(
+        Unicode(),
+        ["profile"],
+        config=True,
+        help="user_options keys that belong to a wrapping spawner, not to Carme (wrapspawner's "
+        "ProfilesSpawner adds 'profile'); they are dropped before validation, every other unknown key is refused.",
+    )
+    log_tail_lines = Integer(20, config=True, help="Lines of the job's output shown when a spawn fails.")
+
+    def spawn_limits(self, images: list[CatalogImage]) -> SpawnLimits:
+        return validate_limits(
+            SpawnLimits(
+                partitions=tuple(PartitionPolicy(**p) for p in self.partitions),
+                max_gpus=self.max_gpus,
+                max_runtime_minutes=self.max_runtime_minutes,
+                default_runtime_minutes=self.default_runtime_minutes,
+                cpus_per_gpu=self.cpus_per_gpu,
+                memory_mb_per_gpu=self.memory_mb_per_gpu,
+                min_cpus=self.min_cpus,
+                min_memory_mb=self.min_memory_mb,
+                interactive_max_gpus=self.interactive_max_gpus,
+                interactive_max_runtime_minutes=self.interactive_max_runtime_minutes,
+                routing_small_partition=self.routing_small_partition,
+                routing_large_partition=self.routing_large_partition,
+                allowed_images={i.choice.id: i.reference for i in images},
+                default_image=self.default_image,
+                image_gpu={i.choice.id: i.choice.gpu for i in images},
+            )
+        )
