@@ -111,8 +111,9 @@ def apply_carme_section(carme: dict) -> None:
         # development and demo only: one shared password from the environment, never from a file
         c.JupyterHub.authenticator_class = "dummy"
         password = os.environ.get("CARME_DEMO_PASSWORD")
-        if password:
-            c.DummyAuthenticator.password = password
+        if not password:  # without one, JupyterHub's dummy authenticator lets anyone in as anyone
+            raise SystemExit("carme.authenticator is dummy but $CARME_DEMO_PASSWORD is empty: set a password")
+        c.DummyAuthenticator.password = password
     elif authenticator == "ldap":
         # CarmeLDAPAuthenticator (section CarmeLDAPAuthenticator:); its auth_state (uid, gid, home for
         # the spawner) is encrypted with JUPYTERHUB_CRYPT_KEY

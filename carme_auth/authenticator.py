@@ -27,6 +27,7 @@ from traitlets import default
 
 from carme_core.roles import ADMIN
 
+from .address import request_address
 from .client import DirectoryUnavailable
 from .directory import DirectoryDataError, DirectoryUser, UserDirectory
 from .names import POSIX_USERNAME_PATTERN, UsernameError, checked_username, normalize_username
@@ -98,7 +99,8 @@ class CarmeLDAPAuthenticator(Authenticator, LDAPSettings):
         return self.username_map.get(username, username)
 
     async def authenticate(self, handler, data):
-        address = handler.request.remote_ip if handler is not None else None
+        address = request_address(handler.request if handler is not None else None, self.login_throttle_trusted_hops,
+                                  tuple(self.login_throttle_trusted_proxies), self.login_throttle_trust_x_real_ip)
         raw, password = (data or {}).get("username", ""), (data or {}).get("password", "")
         try:
             username = self._checked_name(raw)
@@ -135,7 +137,7 @@ class CarmeLDAPAuthenticator(Authenticator, LDAPSettings):
             )
             self._count_failure(username, address)
             return None
-        self.throttle.record_success(username)
+        self.throttle.record_success(username, address)
         if user.disabled:
             self.log.warning("LDAP login of %s refused: %s", username, user.disabled)
             raise web.HTTPError(403, DISABLED)
@@ -189,11 +191,18 @@ class CarmeLDAPAuthenticator(Authenticator, LDAPSettings):
     async def refresh_user(self, user, handler=None):
         """Re-read the directory (at most every `auth_refresh_age` s, and before each spawn): a new role,
         uid or home applies now; a user who lost every role group or was disabled must log in again
-        (and is refused). Without a service account (direct bind) changes apply at the next login.
-        While the directory cannot be reached, the last known state is kept."""
-        if not self.bind_dn:
-            return True
+        (and is refused). Without a service account (direct bind) changes apply at the next login, and a
+        hub user who never logged in through the directory is sent to log in. While the directory
+        cannot be reached, the last known state is kept."""
         state = await user.get_auth_state() if hasattr(user, "get_auth_state") else None
+        if not self.bind_dn:
+            # no service account to look the user up with: only a user who logged in through the
+            # directory (and so has its auth_state) may go on; a hub user made through the REST
+            # API (e.g. "root") has none and must log in, which the directory refuses
+            if not (state or {}).get("uid"):
+                self.log.warning("LDAP refresh of %s: no directory login on record; a login is needed", user.name)
+                return False
+            return True
         try:  # the directory's name for the user (the hub name may differ: username_map)
             name = self._checked_name((state or {}).get("username") or user.name)
         except UsernameError as e:

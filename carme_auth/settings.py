@@ -14,6 +14,7 @@ from .client import ConnectionSettings, LDAPClient, parse_server_url, service_pa
 from .directory import DirectorySettings, UserDirectory
 from .roles import DEFAULT_ROLE_GROUPS, check_role_groups
 from .throttle import LoginThrottle
+from .throttle_store import SQLThrottleStore
 
 BIND_PASSWORD_ENV = "CARME_LDAP_BIND_PASSWORD"
 
@@ -128,8 +129,9 @@ class LDAPSettings(LoggingConfigurable):
     login_throttle_max_failures = Integer(
         5,
         config=True,
-        help="Failed logins for one user name within `login_throttle_window` that start a cool-down "
-        "(0: off).",
+        help="Failed logins for one user name from one client address within `login_throttle_window` "
+        "that start a cool-down of that name from that address (0: off). A name is never locked from "
+        "every address: that would let anyone lock anyone out.",
     )
     login_throttle_max_address_failures = Integer(
         20,
@@ -137,6 +139,32 @@ class LDAPSettings(LoggingConfigurable):
         help="Failed logins from one client address within the window that start a cool-down (0: off).",
     )
     login_throttle_window = Float(300.0, config=True, help="Seconds over which failed logins are counted.")
+    login_throttle_trusted_proxies = List(
+        Unicode(),
+        ["127.0.0.1", "::1"],
+        config=True,
+        help="Addresses of the proxies in front of the hub (configurable-http-proxy). Only requests from "
+        "them may name the client in X-Forwarded-For; anyone else is counted as the address it connects from.",
+    )
+    login_throttle_trusted_hops = Integer(
+        1,
+        config=True,
+        help="How many trusted proxies append to X-Forwarded-For (configurable-http-proxy alone: 1; "
+        "nginx in front of it: 2). The client is that many entries from the right; the rest is the "
+        "client's own words.",
+    )
+    login_throttle_trust_x_real_ip = Bool(
+        False,
+        config=True,
+        help="Take the client from X-Real-Ip. Only when the outermost proxy SETS that header: "
+        "configurable-http-proxy passes a client's own X-Real-Ip through.",
+    )
+    login_throttle_db_url = Unicode(
+        "",
+        config=True,
+        help="Database for the throttle's state, so a hub restart forgets no cool-down "
+        "(empty: the hub's own database, JupyterHub.db_url).",
+    )
     login_throttle_cooldown = Float(
         300.0,
         config=True,
@@ -205,11 +233,15 @@ class LDAPSettings(LoggingConfigurable):
 
     # ---- the parts built from the settings ----------------------------------------------------------
     def make_throttle(self) -> LoginThrottle:
+        url = self.login_throttle_db_url or getattr(self.parent, "db_url", "")
+        if not url:
+            self.log.warning("Login throttle: no database (no JupyterHub.db_url): cool-downs end at a hub restart")
         return LoginThrottle(
             max_failures=self.login_throttle_max_failures,
             max_address_failures=self.login_throttle_max_address_failures,
             window=self.login_throttle_window,
             cooldown=self.login_throttle_cooldown,
+            store=SQLThrottleStore(url) if url else None,
         )
 
     def make_directory(self) -> UserDirectory:

@@ -27,8 +27,8 @@ TERMINAL_STATES = frozenset(
     }
 )
 
-_JOB_ID = re.compile(r"^[0-9]{1,12}$")
-_PARSABLE = re.compile(r"^([0-9]{1,12})(?:;[A-Za-z0-9_-]{1,64})?$")  # "ID" or "ID;cluster"
+_JOB_ID = re.compile(r"[0-9]{1,12}")
+_PARSABLE = re.compile(r"([0-9]{1,12})(?:;[A-Za-z0-9_-]{1,64})?")  # "ID" or "ID;cluster"
 #: GPUs in TRES texts: "gres/gpu=2" (tres_alloc_str) or "gres:gpu:2" / "gres/gpu:a100:2" (tres_per_node)
 _GPU_TRES = re.compile(r"gres/gpu(?::[^=,]+)?=([0-9]+)")
 _GPU_PER_NODE = re.compile(r"gres[:/]gpu(?::[A-Za-z0-9_.-]+)?:([0-9]+)")
@@ -106,7 +106,7 @@ def parse_job_comment(comment: str) -> tuple[str, str] | None:
 
 
 def valid_job_id(job_id: str) -> bool:
-    return bool(_JOB_ID.match(str(job_id)))
+    return bool(_JOB_ID.fullmatch(str(job_id)))
 
 
 # ---- parsers (pure) ----------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def parse_sbatch_output(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         raise ValueError("sbatch printed no job id")
-    match = _PARSABLE.match(lines[-1])
+    match = _PARSABLE.fullmatch(lines[-1])
     if not match:
         raise ValueError(f"sbatch printed no job id: {lines[-1]!r:.100}")
     return match.group(1)

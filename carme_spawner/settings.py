@@ -12,12 +12,25 @@ import sys
 from traitlets import Dict, Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from .accounts import DENIED_USERS
 from .images import CatalogImage
 from .options import PartitionPolicy, SpawnLimits, validate_limits
 
 
 class CarmeSpawnerSettings(LoggingConfigurable):
     # ---- SLURM (the intervals and the job-name prefix are SlurmView's) -----------------------------
+    min_uid = Integer(
+        1000,
+        config=True,
+        help="The lowest uid a job may run as: root and the system accounts are below it. A spawn for an "
+        "account below it is refused (403) before anything reaches SLURM.",
+    )
+    denied_users = List(
+        Unicode(),
+        list(DENIED_USERS),
+        config=True,
+        help="Account names no job may run as, whatever their uid (root and the daemon accounts by default).",
+    )
     user_command_prefix = List(
         Unicode(),
         ["runuser", "-u", "{username}", "--"],

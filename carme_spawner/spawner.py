@@ -116,7 +116,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         """The POSIX account (with the user's Carme role) this server's job runs as."""
         auth_state = await self.user.get_auth_state() if hasattr(self.user, "get_auth_state") else None
         try:
-            return resolve_account(self.user.name, auth_state, self.role())
+            return resolve_account(self.user.name, auth_state, self.role(), min_uid=self.min_uid,
+                                   denied_users=tuple(self.denied_users))
         except AccountError as e:
             raise SpawnFailed(str(e), 403) from None
 

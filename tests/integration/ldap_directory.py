@@ -145,17 +145,20 @@ class LoginResult:
 
 
 def form_login(
-    hub_url: str, username: str, password: str, session: requests.Session | None = None
+    hub_url: str, username: str, password: str, session: requests.Session | None = None,
+    headers: dict[str, str] | None = None,
 ) -> LoginResult:
-    """POST the hub's login form (with its XSRF token) as a browser would; no redirects followed."""
+    """POST the hub's login form (with its XSRF token) as a browser would; no redirects followed.
+    `headers` go with both requests (e.g. address headers a client made up)."""
     session = session or requests.Session()
-    page = session.get(f"{hub_url}/hub/login", timeout=30)
+    page = session.get(f"{hub_url}/hub/login", headers=headers or {}, timeout=30)
     page.raise_for_status()
     m = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
     assert m, "no _xsrf field on the login form"
     r = session.post(
         f"{hub_url}/hub/login",
         data={"_xsrf": html.unescape(m.group(1)), "username": username, "password": password},
+        headers=headers or {},
         allow_redirects=False,
         timeout=60,
     )

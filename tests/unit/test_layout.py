@@ -62,3 +62,11 @@ def test_the_config_imports_nothing_of_a_service_but_its_hub_service():
 def test_no_module_is_far_over_600_lines():
     long = {str(p.relative_to(REPO)): n for p in product_files() if (n := len(p.read_text().splitlines())) > 600}
     assert not long, long
+
+
+def test_whole_values_are_fullmatched_not_anchored():
+    """Issue 16, finding 7: `^...$` with re.match lets a trailing newline through; use fullmatch."""
+    anchored = re.compile(r"""re\.(?:compile|match|search)\(\s*r?["']\^[^"']*\$["']""")
+    found = [f"{p.relative_to(REPO)}:{n}" for p in product_files()
+             for n, line in enumerate(p.read_text().splitlines(), 1) if anchored.search(line)]
+    assert not found, found

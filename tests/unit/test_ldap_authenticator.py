@@ -126,16 +126,17 @@ async def test_an_unreachable_directory_fails_closed():
     assert e.value.status_code == 503 and "cannot be reached" in e.value.log_message
 
 
-async def test_failures_lock_the_user_and_the_lock_skips_the_directory():
+async def test_failures_lock_the_user_from_that_address_and_the_lock_skips_the_directory():
     auth = make()
     for _ in range(3):
         assert await auth.authenticate(*form("alice", "wrong")) is None
     calls = len(auth.directory.calls)
     with pytest.raises(web.HTTPError) as e:
-        await auth.authenticate(*form("alice", "alice-pw", ip="10.9.9.9"))
+        await auth.authenticate(*form("alice", "alice-pw"))
     assert e.value.status_code == 429 and "try again in" in e.value.log_message
     assert len(auth.directory.calls) == calls
     assert await auth.authenticate(*form("carol", "carol-pw"))  # others log in
+    assert await auth.authenticate(*form("alice", "alice-pw", ip="10.9.9.9"))  # alice, from her own desk
 
 
 async def test_refresh_follows_the_directory():
@@ -157,8 +158,22 @@ async def test_refresh_keeps_the_state_while_the_directory_is_down_and_without_s
     auth.directory.down = True
     assert await auth.refresh_user(SimpleNamespace(name="alice")) is True
     direct = make(bind_dn="", bind_dn_template="uid={username},ou=people")
-    assert await direct.refresh_user(SimpleNamespace(name="alice")) is True
+    assert await direct.refresh_user(logged_in("alice")) is True
     assert direct.directory.calls == []
+
+
+async def test_without_a_service_account_a_user_who_never_logged_in_through_the_directory_cannot_go_on():
+    """Issue 16, finding 1: a hub user made through the REST API (root) has no directory login."""
+    direct = make(bind_dn="", bind_dn_template="uid={username},ou=people")
+    assert await direct.refresh_user(SimpleNamespace(name="root")) is False
+    assert await direct.refresh_user(logged_in("root", state=None)) is False
+
+
+def logged_in(name, state="default"):
+    async def get_auth_state():
+        return {"username": name, "uid": 10001, "gid": 10000, "home": f"/home/{name}"} if state == "default" else state
+
+    return SimpleNamespace(name=name, get_auth_state=get_auth_state)
 
 
 def test_jupyterhub_defaults_for_ldap():

@@ -20,17 +20,49 @@ def make(max_failures=3, max_address_failures=10, window=60, cooldown=30):
     return LoginThrottle(max_failures, max_address_failures, window, cooldown, clock=clock), clock
 
 
-def test_n_failures_lock_the_user_for_the_cooldown_then_release():
+def test_n_failures_lock_the_user_from_that_address_for_the_cooldown_then_release():
     throttle, clock = make()
     assert throttle.record_failure("alice", "10.0.0.1") == []
     assert throttle.record_failure("alice", "10.0.0.1") == []
     (lock,) = throttle.record_failure("alice", "10.0.0.1")
-    assert (lock.kind, lock.key, lock.failures) == (USER, "alice", 3)
+    assert (lock.kind, lock.key, lock.failures, lock.address) == (USER, "alice", 3, "10.0.0.1")
     clock.now += 29
-    assert throttle.lockout("alice", "10.0.0.2").key == "alice"  # from anywhere
+    assert throttle.lockout("alice", "10.0.0.1").key == "alice"
     assert throttle.lockout("bob", "10.0.0.1") is None  # others are not affected
     clock.now += 1
     assert throttle.lockout("alice", "10.0.0.1") is None
+
+
+def test_an_attacker_cannot_lock_the_victim_out_from_her_own_address():
+    """Issue 16, finding 2: wrong passwords for admin from the attacker's address lock the attacker."""
+    throttle, _ = make(max_failures=5, max_address_failures=20)
+    for _ in range(50):
+        throttle.record_failure("admin", "203.0.113.66")
+    assert throttle.lockout("admin", "203.0.113.66") is not None
+    assert throttle.lockout("admin", "10.0.0.1") is None  # the admin, from her desk
+    assert throttle.lockout("carol", "203.0.113.66").kind == ADDRESS  # the attacker's address is locked
+
+
+def test_the_state_survives_a_restart_through_the_store():
+    class Store:
+        state = None
+
+        def load(self):
+            return self.state
+
+        def save(self, state):
+            self.state = state
+
+    store, clock = Store(), Clock()
+    first = LoginThrottle(3, 10, 60, 30, clock=clock, store=store)
+    for _ in range(3):
+        first.record_failure("alice", "10.0.0.1")
+    first.record_failure("bob", "10.0.0.1")
+    again = LoginThrottle(3, 10, 60, 30, clock=clock, store=store)  # the hub restarted
+    assert again.lockout("alice", "10.0.0.1").failures == 3
+    assert again.snapshot()["failing"] == first.snapshot()["failing"]
+    clock.now += 31
+    assert LoginThrottle(3, 10, 60, 30, clock=clock, store=store).lockout("alice", "10.0.0.1") is None
 
 
 def test_failures_outside_the_window_do_not_count():
@@ -56,7 +88,7 @@ def test_a_success_clears_the_users_failures_not_the_addresss():
     throttle, _ = make(max_address_failures=4)
     throttle.record_failure("alice", "10.0.0.1")
     throttle.record_failure("alice", "10.0.0.1")
-    throttle.record_success("alice")
+    throttle.record_success("alice", "10.0.0.1")
     assert throttle.record_failure("alice", "10.0.0.1") == []  # user count starts again at 1
     (lock,) = throttle.record_failure("bob", "10.0.0.1")  # address: 4th failure
     assert (lock.kind, lock.key) == (ADDRESS, "10.0.0.1")
@@ -91,7 +123,7 @@ def test_admin_release_and_snapshot():
     throttle.record_failure("bob", "10.0.0.1")
     snap = throttle.snapshot()
     assert snap["limits"] == {
-        "max_failures_per_user": 3,
+        "max_failures_per_user_and_address": 3,
         "max_failures_per_address": 10,
         "window_seconds": 60,
         "cooldown_seconds": 30,
@@ -104,8 +136,8 @@ def test_admin_release_and_snapshot():
         30,
     )
     assert locked["locked_until"].endswith("Z")
-    assert {"kind": "user", "key": "bob", "recent_failures": 1} in snap["failing"]
-    assert {"kind": "address", "key": "10.0.0.1", "recent_failures": 4} in snap["failing"]
+    assert {"kind": "user", "key": "bob", "address": "10.0.0.1", "recent_failures": 1} in snap["failing"]
+    assert {"kind": "address", "key": "10.0.0.1", "address": "10.0.0.1", "recent_failures": 4} in snap["failing"]
     assert throttle.release(USER, "alice") is True
     assert throttle.release(USER, "alice") is False
     assert throttle.lockout("alice", None) is None

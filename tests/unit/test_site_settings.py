@@ -22,6 +22,7 @@ def load(monkeypatch, tmp_path, settings: str | None = None, **env) -> Config:
             "CARME__carme__catalog", json.dumps({"user_dir": str(tmp_path / "catalog-user"), "url": "http://127.0.0.1:1"})
         )
     monkeypatch.setenv("CARME__carme__state_dir", str(tmp_path / "state"))
+    monkeypatch.setenv("CARME_DEMO_PASSWORD", "a test password")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     loader = PyFileConfigLoader("jupyterhub_config.py", path=str(REPO))
@@ -56,6 +57,15 @@ def test_bad_settings_stop_the_hub_naming_them(monkeypatch, tmp_path, settings, 
     with pytest.raises(SystemExit) as e:
         load(monkeypatch, tmp_path, settings)
     assert words in str(e.value)
+
+
+def test_dummy_mode_refuses_to_start_without_a_password(monkeypatch, tmp_path):
+    """Issue 16, finding 1: without a password the dummy authenticator lets anyone in, root too."""
+    dummy = "carme:\n  authenticator: dummy\n"
+    with pytest.raises(SystemExit, match="CARME_DEMO_PASSWORD is empty"):
+        load(monkeypatch, tmp_path, dummy, CARME_DEMO_PASSWORD="")
+    c = load(monkeypatch, tmp_path, dummy)
+    assert c.DummyAuthenticator.password == "a test password"
 
 
 def test_bad_override_name(monkeypatch, tmp_path):
