@@ -160,7 +160,6 @@ def apply_services(settings: dict) -> None:
 
     carme = settings.get("carme") or {}
     admins = set(c.Authenticator.get("admin_users") or ()) | set(c.JupyterHub.get("admin_users") or ())
-    hub_api.install()
     apply_wiring(hub_api.hub_wiring(admins))
     services = installed_services()
     enabled = [key for key in carme if key in services and carme[key] not in (None, False)]

@@ -8,7 +8,8 @@ one CPU-only server).
 
 Wiring comes from the environment (set by squeue_load.BaselineHub):
   BENCH_STATE_DIR, BENCH_BIND_URL, BENCH_HUB_PORT, BENCH_PROXY_API_URL, BENCH_SERVICES,
-  BENCH_ROLES, BENCH_PASSWORD, BENCH_POLL_INTERVAL (JupyterHub's Spawner.poll_interval; 30 = default).
+  BENCH_ROLES, BENCH_PASSWORD, BENCH_POLL_INTERVAL (JupyterHub's Spawner.poll_interval; 30 = default),
+  BENCH_STARTUP_POLL_INTERVAL (batchspawner's startup_poll_interval; 0.5 = default).
 """
 
 import json
@@ -57,6 +58,8 @@ c.Spawner.http_timeout = 120
 c.Spawner.start_timeout = 600
 c.Spawner.default_url = "/lab"
 c.Spawner.poll_interval = int(env.get("BENCH_POLL_INTERVAL", "30"))
+# how often a starting server's job is asked for (squeue) and its port looked at; 0.5 s by default
+c.BatchSpawnerBase.startup_poll_interval = float(env.get("BENCH_STARTUP_POLL_INTERVAL", "0.5"))
 # the job needs a PATH (JupyterHub 5+ keeps none); the same list CarmeSpawner keeps
 c.Spawner.env_keep = ["PATH", "LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
 c.Spawner.cmd = ["/opt/carme/venv/bin/jupyterhub-singleuser"]

@@ -100,6 +100,7 @@ class BaselineHub(BenchHub):
             "BENCH_ROLES": carme["CARME__JupyterHub__load_roles"],
             "BENCH_PASSWORD": carme["CARME_DEMO_PASSWORD"],
             "BENCH_POLL_INTERVAL": str(int(self.poll_interval)),
+            **{k: v for k, v in self.extra_env.items() if k.startswith("BENCH_")},
         }
 
 

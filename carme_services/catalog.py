@@ -6,16 +6,22 @@
     GET    /services/carme-catalog/api/images/ID     one entry (404 when you may not see it)
     POST   /services/carme-catalog/api/images        add a user-defined image (scope custom:carme-catalog:write)
     PATCH  /services/carme-catalog/api/images/ID     {"enabled": true|false} re-enable or disable your own entry
-    DELETE /services/carme-catalog/api/images/ID     disable your own entry (?shared=1 for the shared section)
+    DELETE /services/carme-catalog/api/images/ID     disable your own entry
     GET    /services/carme-catalog/api/problems      catalog files that failed to load (admins)
+
+ID is the id users pick (`choice_id`): a site or own entry's id, or OWNER/ID for a shared entry
+("dave/torch"; `?shared=1` with a plain id names the caller's own shared entry). Admins may
+disable and re-enable other owners' entries.
 
 Users reach it with a hub token or through the hub's OAuth (browser). Changing images needs the
 custom scope `custom:carme-catalog:write` for the caller's own entries: the hub grants it to
 power users and admins, and a site may grant it to single users or groups with a filter
 (`custom:carme-catalog:write!user=dave`). User entries may name an image only (from the site's
-allowed schemes and path prefixes): binds and environment variables stay the site's to set,
-because a shared entry runs for everyone who starts it. The spawner reads the same directories,
-so an added image can be started at once.
+allowed schemes and path prefixes, `{username}` in a prefix being the owner): binds, environment
+variables and roles stay the site's to set, because a shared entry runs for everyone who starts
+it; the maintainer is the owner, and a site entry's name is refused (HTTP 409). Pages and the
+API show each user-defined entry's owner. The spawner reads the same directories, so an added
+image can be started at once.
 
     python -m carme_services.catalog --help-all
 """
@@ -23,13 +29,16 @@ so an added image can be started at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 from tornado import web
+from tornado.httpclient import HTTPClientError
 from traitlets import Float, List, Unicode
 from traitlets.config import Config
 
-from carme_core.roles import ADMIN
+from carme_core.roles import ADMIN, POWER, role_of_model
 from container_catalog import (
     EXAMPLE_CATALOG,
     GPU_MODES,
@@ -39,18 +48,20 @@ from container_catalog import (
     UserEntryError,
     UserEntryForbidden,
     UserEntryNotFound,
+    UserEntryRules,
     add_user_entry,
     disable_user_entry,
     enable_user_entry,
 )
 
 from .base import CarmeService, CarmeServiceHandler
-from .wiring import ServiceSettings, admins_role, checked_settings, service_spec
+from .wiring import ServiceSettings, admins_role, checked_settings, own_role, service_spec
 
 NAME = "carme-catalog"
 WRITE_SCOPE = "custom:carme-catalog:write"
 USER_ENTRY_FIELDS = ("id", "name", "image", "description", "interface", "gpu", "tags", "maintainer", "shared")
 FORM_FIELDS = ("id", "name", "image", "description", "gpu")
+OWNER_ROLE_TTL = 10.0  # seconds a looked-up owner role is trusted
 
 
 class CatalogService(CarmeService):
@@ -65,30 +76,58 @@ class CatalogService(CarmeService):
     user_image_schemes = List(Unicode(), ["file"], config=True,
                               help="What users may add: file (.sif paths), docker, oras, library.")
     user_image_prefixes = List(Unicode(), [], config=True,
-                               help="Path or URI prefixes users' images must start with, e.g. /opt/carme/images/.")
+                               help="Path or URI prefixes users' images must start with, e.g. /opt/carme/images/ "
+                                    "or /home/{username}/images/ ({username}: the entry's owner).")
     reload_interval = Float(5.0, config=True, help="Seconds between checks of the catalog files for changes.")
 
     def initialize(self, argv=None):
         super().initialize(argv)
-        self.source = CatalogSource(self.catalog_dir, self.user_dir, interval=self.reload_interval)
+        rules = UserEntryRules(tuple(self.user_image_schemes), tuple(self.user_image_prefixes))
+        self.source = CatalogSource(self.catalog_dir, self.user_dir, interval=self.reload_interval, user_rules=rules)
+        self._owner_roles: dict[str, tuple[str | None, float]] = {}
+
+    async def owner_roles(self, owners: set[str]) -> dict[str, str | None]:
+        """The current role of each owner of user-defined entries, from the hub (cached for
+        OWNER_ROLE_TTL s): a demoted user's entries stop being served within that time."""
+        now = time.monotonic()
+        for owner in owners:
+            known = self._owner_roles.get(owner)
+            if known is not None and now - known[1] < OWNER_ROLE_TTL:
+                continue
+            try:
+                model = await self.hub_client().get(f"users/{owner}")
+                role = role_of_model(model, self.power_groups)
+            except HTTPClientError as e:
+                if e.code != 404:
+                    self.log.warning("cannot read the role of %s from the hub (%s): hiding their images", owner, e)
+                role = None
+            self._owner_roles[owner] = (role, now)
+        return {owner: self._owner_roles[owner][0] for owner in owners}
 
     def web_handlers(self):
         return [
             (r"/?", PageHandler, {}),
             (r"api/images/?", ImagesHandler, {}),
-            (r"api/images/([a-z0-9][a-z0-9_.-]{0,63})", ImageHandler, {}),
+            (r"api/images/((?:[a-z_][a-z0-9_.-]{0,31}/)?[a-z0-9][a-z0-9_.-]{0,63})", ImageHandler, {}),
             (r"api/problems", ProblemsHandler, {}),
         ]
 
     async def run(self):
-        self.log.info("catalog %s: %d entries", self.catalog_dir, len(self.source.latest()))
+        self.log.info("catalog %s: %d entries", self.catalog_dir, len(self.source.current()))
         await super().run()
 
 
 def entry_json(entry: CatalogEntry) -> dict:
     data = entry.to_dict()
-    data.update(section=entry.section, owner=entry.owner, enabled=entry.enabled)
+    data.update(section=entry.section, owner=entry.owner, enabled=entry.enabled, choice_id=entry.choice_id)
     return data
+
+
+def owner_label(entry: CatalogEntry) -> str:
+    """"shared by dave" / "added by dave" for a user-defined entry, "" for a site entry."""
+    if not entry.user_defined:
+        return ""
+    return f"{'shared' if entry.section == 'shared' else 'added'} by {entry.owner}"
 
 
 def _status(error: UserEntryError) -> int:
@@ -102,13 +141,15 @@ class CatalogHandler(CarmeServiceHandler):
     async def prepare(self):
         # the files' check (due every reload_interval) runs in a worker thread, never on the loop
         self.catalog = await asyncio.to_thread(self.source.current)
+        self.owner_roles = await self.service.owner_roles({e.owner for e in self.catalog if e.owner})
 
     @property
     def source(self) -> CatalogSource:
         return self.service.source
 
     def visible(self):
-        return self.catalog.visible_to(self.role, self.username)
+        return self.catalog.visible_to(self.role, self.username,
+                                       owner_may_share=lambda owner: self.owner_roles.get(owner) in (POWER, ADMIN))
 
     def searched(self, visible=None):
         visible = self.visible() if visible is None else visible
@@ -136,12 +177,13 @@ class CatalogHandler(CarmeServiceHandler):
             entry = add_user_entry(
                 self.service.user_dir, self.username, body, shared=shared,
                 allowed_schemes=self.service.user_image_schemes, allowed_prefixes=self.service.user_image_prefixes,
-                reserved_ids=self.catalog.ids("site"),
+                reserved_ids=self.catalog.ids("site"), reserved_names=self.catalog.names("site"),
             )
         except UserEntryError as e:
             raise web.HTTPError(_status(e), f"{e.field}: {e.message}" if e.field else e.message) from None
         self.source.reload()
-        self.log.info("%s added image %s (%s) to the %s section", self.username, entry.id, entry.image, entry.section)
+        self.log.info("%s added image %s (%s) to the %s section", self.username, entry.choice_id, entry.image,
+                      entry.section)
         return entry
 
 
@@ -162,7 +204,7 @@ class PageHandler(CatalogHandler):
             self.set_status(e.status_code)
             self.show(error=e.log_message, form=form)
             return
-        self.redirect(f"{self.service.service_prefix}?added={entry.id}")
+        self.redirect(f"{self.service.service_prefix}?added={quote(entry.choice_id, safe='/')}")
 
     def show(self, error: str = "", form: dict | None = None) -> None:
         visible = self.visible()
@@ -182,7 +224,7 @@ class PageHandler(CatalogHandler):
                 error=error,
                 form=form or {},
                 gpu_modes=GPU_MODES,
-                prefixes=self.service.user_image_prefixes,
+                prefixes=[p.replace("{username}", self.username) for p in self.service.user_image_prefixes],
             )
         )
 
@@ -191,8 +233,9 @@ class _PageEntry:
     """An entry as the page shows it."""
 
     def __init__(self, entry: CatalogEntry):
-        self.id, self.name, self.description = entry.id, entry.name, entry.description
+        self.id, self.name, self.description = entry.choice_id, entry.name, entry.description
         self.image, self.gpu, self.section, self.owner = entry.image, entry.gpu, entry.section, entry.owner
+        self.owner_label = owner_label(entry)
         self.tag_texts = [f"{k}: {v}" if v else k for k, v in entry.tags]
 
 
@@ -208,39 +251,42 @@ class ImagesHandler(CatalogHandler):
 
 class ImageHandler(CatalogHandler):
     @web.authenticated
-    def get(self, entry_id: str):
-        entry = self.visible().get(entry_id, self.username)
+    def get(self, choice_id: str):
+        entry = self.visible().get(choice_id, self.username)
         if entry is None:
-            raise web.HTTPError(404, f"no image {entry_id!r:.70} is available to you")
+            raise web.HTTPError(404, f"no image {choice_id!r:.100} is available to you")
         self.write_json(entry_json(entry))
 
     @web.authenticated
-    def delete(self, entry_id: str):
-        self.write_json(entry_json(self.set_enabled(entry_id, False)))
+    def delete(self, choice_id: str):
+        self.write_json(entry_json(self.set_enabled(choice_id, False)))
 
     @web.authenticated
-    def patch(self, entry_id: str):
+    def patch(self, choice_id: str):
         body = self.json_body()
         if set(body) != {"enabled"} or not isinstance(body["enabled"], bool):
             raise web.HTTPError(400, 'enabled: send {"enabled": true} or {"enabled": false}, nothing else')
-        self.write_json(entry_json(self.set_enabled(entry_id, body["enabled"])))
+        self.write_json(entry_json(self.set_enabled(choice_id, body["enabled"])))
 
-    def set_enabled(self, entry_id: str, enabled: bool) -> CatalogEntry:
+    def set_enabled(self, choice_id: str, enabled: bool) -> CatalogEntry:
+        """Own entries by id; shared ones as OWNER/ID (or ?shared=1 and the caller's own id)."""
         self.require_write()
-        shared = self.get_argument("shared", "") in ("1", "true")
-        admin = self.role == ADMIN
+        owner, _, entry_id = choice_id.rpartition("/")
+        shared = bool(owner) or self.get_argument("shared", "") in ("1", "true")
+        who = {"owner": owner or self.username, "entry_id": entry_id, "shared": shared,
+               "caller": self.username, "admin": self.role == ADMIN}
         try:
             if enabled:
-                entry = enable_user_entry(self.service.user_dir, self.username, entry_id, shared=shared, admin=admin,
+                entry = enable_user_entry(self.service.user_dir, **who,
                                           allowed_schemes=self.service.user_image_schemes,
                                           allowed_prefixes=self.service.user_image_prefixes)
             else:
-                entry = disable_user_entry(self.service.user_dir, self.username, entry_id, shared=shared, admin=admin)
+                entry = disable_user_entry(self.service.user_dir, **who)
         except UserEntryError as e:
             raise web.HTTPError(_status(e), e.message) from None
         self.source.reload()
         self.log.info("%s %s image %s in the %s section", self.username, "enabled" if enabled else "disabled",
-                      entry.id, entry.section)
+                      entry.choice_id, entry.section)
         return entry
 
 
@@ -263,6 +309,8 @@ def hub_service(settings: ServiceSettings) -> dict:
                                 allowed_scopes=[WRITE_SCOPE], display=True),
         "custom_scopes": {WRITE_SCOPE: {"description": "Add and disable user-defined images in Carme's container catalog."}},
         "roles": [
+            own_role(NAME, ["read:users"], "carme-catalog reads the current role of the owners of user-defined images.",
+                     reads_slurm=False),
             admins_role(f"{NAME}-writers", settings, [WRITE_SCOPE],
                         "Power users and admins may add their own images to the catalog.", groups=settings.power_groups),
         ],
@@ -270,7 +318,9 @@ def hub_service(settings: ServiceSettings) -> dict:
         "user_scopes": [f"access:services!service={NAME}"],
         # the spawner reads the same catalog
         "config": {"CarmeSpawner": {"catalog_dir": app.catalog_dir, "user_catalog_dir": app.user_dir,
-                                    "catalog_reload_interval": app.reload_interval}},
+                                    "catalog_reload_interval": app.reload_interval,
+                                    "user_image_schemes": list(app.user_image_schemes),
+                                    "user_image_prefixes": list(app.user_image_prefixes)}},
     }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import jinja2
 
 import slurm_templates
+from container_catalog.fields import forbidden_env_reason
 
 from .options import SpawnRequest, format_runtime
 
@@ -164,6 +165,9 @@ def validate_job_site(site: JobSite) -> JobSite:
             raise ValueError(f"container_env[{i}]: must be a (name, value) pair")
         name, value = pair
         _require_match(f"container_env[{i}]", name, CONTAINER_ENV_NAME, "[A-Z_][A-Z0-9_]*")
+        reason = forbidden_env_reason(name)
+        if reason:  # the catalog refuses these already; the job script does not rely on it
+            raise ValueError(f"container_env[{i}]: {name} may not be set for an image: it {reason}")
         if not isinstance(value, str) or len(value) > 1000 or not value.isprintable() or "," in value:
             # apptainer splits --env values at commas
             raise ValueError(f"container_env[{i}]: {name}'s value must be printable, without commas, at most 1000 characters")

@@ -24,12 +24,20 @@ TEMPLATES = Path(__file__).parent / "templates"
 class ImageChoice:
     """One container image as the form shows it."""
 
-    id: str
+    id: str  # the choice id: a site or own entry's id, "<owner>/<id>" for a shared one
     name: str
     description: str = ""
     gpu: str = "optional"  # required | optional | none
     tags: tuple[tuple[str, str], ...] = ()
     section: str = "site"  # site | shared | user
+    owner: str | None = None  # who added a user-defined entry (shown next to its badge)
+
+    @property
+    def owner_label(self) -> str:
+        """"shared by dave" / "added by dave" for a user-defined image, "" for a site image."""
+        if self.section == "site" or not self.owner:
+            return ""
+        return f"{'shared' if self.section == 'shared' else 'added'} by {self.owner}"
 
 
 @dataclass(frozen=True)
@@ -42,12 +50,14 @@ class FormDefaults:
 
 
 def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimits, images: list[ImageChoice]) -> FormDefaults:
-    """The user's previous options (JupyterHub keeps them) where still valid, else the site defaults."""
+    """The user's previous options (JupyterHub keeps them) where still valid, else the site defaults.
+    Without a valid last choice or default image, the first site image is preselected, never a
+    user-defined one (the user picks that themselves)."""
     last = last or {}
     ids = {i.id for i in images}
     image = last.get("image") if last.get("image") in ids else (limits.default_image if limits.default_image in ids else "")
-    if not image and images:
-        image = images[0].id
+    if not image:
+        image = next((i.id for i in images if i.section == "site"), "")
     gpus = last.get("gpus")
     gpus = int(gpus) if isinstance(gpus, (int, str)) and str(gpus).isdigit() and int(gpus) <= limits.max_gpus else 0
     runtime = str(last.get("runtime") or "") or _clock(limits.default_runtime_minutes)

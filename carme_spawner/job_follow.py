@@ -29,6 +29,11 @@ from carme_slurm import (
 from . import progress
 
 
+#: between two tries of the server's first HTTP answer: a refused local connection costs next to
+#: nothing, and every tenth of a second here is a tenth of a second of every spawn
+HTTP_POLL_SECONDS = 0.1
+
+
 class JobEnded(Exception):
     """The job ended (or vanished) before its server answered; str() says why, in plain words."""
 
@@ -43,10 +48,12 @@ class JobFollower:
         user_prefix: list[str],
         log: logging.Logger,
         log_tail_lines: int = 20,
+        on_running: Callable[[], None] | None = None,
     ):
         self.view, self.job_id, self.submitted_at = view, job_id, submitted_at
         self.emit, self.user_prefix, self.log = emit, user_prefix, log
         self.log_tail_lines = log_tail_lines
+        self.on_running = on_running or (lambda: None)
 
     def job_over(self, jobview: JobView) -> bool:
         """SLURM says so: the job ended, or a snapshot begun after submission lacks it."""
@@ -63,6 +70,8 @@ class JobFollower:
                 if self.job_over(jobview):
                     raise JobEnded(await self.failure_text(job))
                 if job is not None:
+                    if job.is_running:
+                        self.on_running()
                     message = (progress.describe_pending(job, time.time()) if job.is_pending
                                else progress.describe_running(job))
                     if message != last_message:  # the "running on node N" step shows even when
@@ -97,7 +106,7 @@ class JobFollower:
             jobview = self.view.job(self.job_id)
             if self.job_over(jobview):
                 raise JobEnded(await self.failure_text(jobview.job))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(HTTP_POLL_SECONDS)
         raise JobEnded(f"JupyterLab in job {self.job_id} did not answer within {timeout:g} s")
 
     async def until_gone(self, timeout: float = 30) -> bool:
@@ -120,11 +129,18 @@ class JobFollower:
 
     async def log_tail(self, job: SlurmJob | None) -> str:
         """The end of the job's output, read AS THE USER (the path is the user's to choose)."""
+        return await self._read_output(job, "tail", self.log_tail_lines)
+
+    async def log_head(self, job: SlurmJob | None, lines: int = 10) -> str:
+        """The start of the job's output (the launcher's lines), read as the user."""
+        return await self._read_output(job, "head", lines)
+
+    async def _read_output(self, job: SlurmJob | None, command: str, lines: int) -> str:
         if job is None or not job.output_path:
             return ""
         try:
             out = await run_command(
-                [*self.user_prefix, "tail", "-n", str(self.log_tail_lines), "--", job.output_path],
+                [*self.user_prefix, command, "-n", str(lines), "--", job.output_path],
                 env=command_env(),
                 timeout=10,
             )

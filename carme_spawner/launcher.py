@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not api_url or not token:
         raise SystemExit("carme launcher: JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN must be in the job environment")
+    print(f"carme launcher: started at {time.time():.6f}", file=sys.stderr, flush=True)
     port = pick_port()
     if os.environ.get("JUPYTERHUB_SERVICE_URL"):
         os.environ["JUPYTERHUB_SERVICE_URL"] = with_port(os.environ["JUPYTERHUB_SERVICE_URL"], port)
     report_port(api_url, token, port)
-    print(f"carme launcher: port {port} reported; starting {args[0]}", file=sys.stderr, flush=True)
+    print(f"carme launcher: port {port} reported; exec at {time.time():.6f}: {args[0]}", file=sys.stderr, flush=True)
     os.execvp(args[0], args)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from container_catalog.fields import ENTRY_ID
+from container_catalog.fields import CHOICE_ID, CHOICE_ID_RULE
 from container_catalog.image_reference import ImageReferenceError, check_image_reference
 
 KNOWN_OPTIONS = ("gpus", "image", "partition", "reservation", "runtime")
@@ -21,7 +21,7 @@ PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: fields of the HTML form that carry the request, not spawn options (tornado's XSRF token)
 FORM_TRANSPORT_FIELDS = ("_xsrf",)
-IMAGE_ID = ENTRY_ID  # the catalog owns the rules for image ids and references
+IMAGE_ID = CHOICE_ID  # the catalog owns the rules for image ids and references
 
 _DIGITS = re.compile(r"[0-9]{1,3}")
 _RUNTIME_MINUTES = re.compile(r"[0-9]{1,6}")
@@ -215,8 +215,7 @@ def validate_limits(limits: SpawnLimits) -> SpawnLimits:
             raise ValueError(f"{name}: {getattr(limits, name)!r} is not one of the partitions {names}")
     for image_id, ref in limits.allowed_images.items():
         if not isinstance(image_id, str) or not IMAGE_ID.fullmatch(image_id):
-            rule = "[a-z0-9][a-z0-9_.-]{0,63}"
-            raise ValueError(f"allowed_images: id {_describe(image_id)} must match {rule}")
+            raise ValueError(f"allowed_images: id {_describe(image_id)} must be {CHOICE_ID_RULE}")
         try:
             validate_image_reference(ref)
         except ValueError as e:

@@ -83,6 +83,20 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         "", config=True, help="Directory of user-defined catalog entries (written by the carme-catalog service)."
     )
     catalog_reload_interval = Float(5.0, config=True, help="Seconds between checks of the catalog files for changes.")
+    user_image_schemes = List(
+        Unicode(),
+        ["file"],
+        config=True,
+        help="Schemes of user-defined images still allowed today (the carme-catalog service's setting, passed "
+        "on by its wiring): stored entries are re-checked at every load.",
+    )
+    user_image_prefixes = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Prefixes user-defined images must still start with ({username}: the entry's owner); the "
+        "carme-catalog service's setting, passed on by its wiring.",
+    )
     container_runtime = Unicode(
         "apptainer", config=True, help="Container runtime command: apptainer or singularity (or a path to one)."
     )

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
+from jupyterhub import orm
 from tornado import web
 from traitlets import default
 
-from carme_core.roles import CarmeRoles, role_from_hub
+from carme_core.roles import ADMIN, POWER, CarmeRoles, role_from_hub
+from container_catalog import UserEntryRules
 from carme_slurm import (
     SlurmCommandError,
     SlurmView,
@@ -47,6 +49,7 @@ from .images import (
 from .job_follow import JobEnded, JobFollower
 from .options import OptionsError, SpawnRequest, options_from_form_data, parse_options
 from .settings import CarmeSpawnerSettings
+from .spawn_steps import SpawnSteps
 
 
 class SpawnFailed(web.HTTPError):
@@ -85,6 +88,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         self.spawn_request: SpawnRequest | None = None
         self.last_failure = ""
         self._prepared: PreparedSpawn | None = None
+        self.steps = SpawnSteps()
+        self._timing: asyncio.Future | None = None
         self._port_wanted = False
         self._port_reported = asyncio.Event()
         self._reported_port = 0
@@ -121,17 +126,35 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         except AccountError as e:
             raise SpawnFailed(str(e), 403) from None
 
-    def image_choices(self, account: JobAccount) -> list[CatalogImage]:
+    async def image_choices(self, account: JobAccount) -> list[CatalogImage]:
         """The images `account` may run: the catalog's entries for its role, else the `images` setting."""
         if not self.catalog_dir:
             return images_from_setting(self.images)
-        source = shared_catalog(self.catalog_dir, self.user_catalog_dir or None, self.catalog_reload_interval, self.log)
-        return images_from_catalog(source.latest(), account.role, account.username)
+        rules = UserEntryRules(tuple(self.user_image_schemes), tuple(self.user_image_prefixes))
+        source = shared_catalog(self.catalog_dir, self.user_catalog_dir or None, self.catalog_reload_interval,
+                                self.log, user_rules=rules)
+        # the files' check (due every catalog_reload_interval) runs in a worker thread, never on the loop
+        catalog = await asyncio.to_thread(source.current)
+        return images_from_catalog(catalog, account.role, account.username,
+                                   owner_may_share=self.owner_may_share)
+
+    def owner_may_share(self, owner: str) -> bool:
+        """May `owner`'s own and shared images be offered? Only while the hub still makes them a power
+        user or an admin (a demoted user's entries stop being served at once)."""
+        db = getattr(self.user, "db", None)
+        if db is None:
+            return False
+        # queried, not read from cached objects: a group change made a moment ago counts now
+        admin = db.query(orm.User.admin).filter(orm.User.name == owner).scalar()
+        if admin is None:
+            return False
+        groups = [name for (name,) in db.query(orm.Group.name).join(orm.Group.users).filter(orm.User.name == owner)]
+        return role_from_hub(admin, groups, CarmeRoles(config=self.config).power_groups) in (POWER, ADMIN)
 
     async def _render_options_form(self, spawner=None) -> str:
         """The options form: exactly the choices parse_options will accept for this user."""
         account = await self.job_account()
-        images = self.image_choices(account)
+        images = await self.image_choices(account)
         limits = self.spawn_limits(images)
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
         return render_options_form([i.choice for i in images], limits, defaults)
@@ -175,7 +198,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
 
     def _emit(self, message: str, percent: int) -> None:
         self.log.info("Spawn %s: %s", self._log_name, message)
-        self._events.append({"progress": percent, "message": message})
+        self._events.append({"progress": percent, "message": message, "carme_steps": self.steps.as_dict()})
         changed, self._events_changed = self._events_changed, asyncio.Event()
         changed.set()
 
@@ -196,6 +219,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         if self._port_reported.is_set():
             raise ValueError("this server has already reported its port")
         self._reported_port = port
+        self.steps.mark("port reported")
         self._port_reported.set()
 
     # ---- batchspawner's shell-command paths: closed ---------------------------------------------------
@@ -209,14 +233,16 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     # ---- the pipeline -------------------------------------------------------------------------------
     async def prepare(self, user_options) -> PreparedSpawn:
         """parse: the user's options, for this user's account, role and images (400 naming the field)."""
+        self.steps = SpawnSteps()  # the spawn is requested now
         account = await self.job_account()
-        images = self.image_choices(account)
+        images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
         try:
             request = parse_options(options, self.spawn_limits(images))
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         image = next(i for i in images if i.choice.id == request.image_id)
+        self.steps.mark("options parsed")
         return PreparedSpawn(account, request, image)
 
     async def admit(self, prepared: PreparedSpawn) -> None:
@@ -252,6 +278,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             raise
         except SlurmCommandError as e:
             raise SpawnFailed(f"SLURM refused the job: {e}") from None
+        self.steps.mark("sbatch returned")
         self._emit(
             f"Submitted SLURM job {job_id}: {request.gpus} GPU(s), {request.cpus} CPUs, "
             f"{request.memory_mb} MiB for {request.runtime_minutes} min on partition "
@@ -271,12 +298,15 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             await follower.until_http(url, self.http_timeout)
         except JobEnded as e:
             raise SpawnFailed(str(e)) from None
+        self.steps.mark("HTTP answered")
+        self._emit(f"JupyterLab answers, {self.steps.seconds['HTTP answered']:.1f} s after the request; "
+                   "the hub adds its route.", 90)
         return ip, self._reported_port
 
     def follower(self, job_id: str) -> JobFollower:
         account_name = self._prepared.account.username if self._prepared else self.user.name
         return JobFollower(self.view, job_id, self.submitted_at, self._emit, self.user_prefix(account_name),
-                           self.log, self.log_tail_lines)
+                           self.log, self.log_tail_lines, on_running=lambda: self.steps.mark("running in SLURM"))
 
     # ---- lifecycle --------------------------------------------------------------------------------
     async def start(self):
@@ -300,13 +330,30 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         prepared = prepared or await self.prepare(self.user_options)
         self._prepared, self.spawn_request = prepared, prepared.request
         await self.admit(prepared)
+        self.steps.mark("admitted")
         env = self.get_env()
         script = self.render(prepared, env)
+        self.steps.mark("script rendered")
         self.job_id = ""
         self.job_id = await self.submit(script, prepared, env)
         self.ip, self.port = await self.follow()
         self.log.info("Server %s: job %s serves at %s:%s", self._log_name, self.job_id, self.ip, self.port)
+        self._timing = asyncio.ensure_future(self._log_steps(self.steps, self.job_id))
         return self.ip, self.port
+
+    async def _log_steps(self, steps: SpawnSteps, job_id: str) -> None:
+        """Once the hub has routed the server: the spawn's step times in one log line and the
+        histogram (off the spawn's path: the job's output is read only now)."""
+        deadline = time.monotonic() + self.http_timeout
+        while not self.ready and time.monotonic() < deadline and self.job_id == job_id:
+            await asyncio.sleep(0.02)
+        if self.ready:
+            steps.mark("proxy route added")
+        job = self.view.job(job_id).job
+        steps.mark_job_clock(await self.follower(job_id).log_head(job), self.submitted_at)
+        total = steps.seconds.get("proxy route added") or steps.seconds.get("HTTP answered", 0.0)
+        self.log.info("Spawn %s: ready in %.3f s: %s", self._log_name, total, steps.line())
+        steps.observe()
 
     def _cancel_late_submission(self, submission: asyncio.Future) -> None:
         if submission.cancelled() or submission.exception() is not None:

@@ -7,16 +7,24 @@ and turns every FieldError into a CatalogProblem naming the file and the field.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from .access import ROLES
 from .image_reference import ImageReferenceError, check_image_reference
 
-ENTRY_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # also the spawner's image id rule
+ENTRY_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 ENTRY_ID_RULE = (
     "a slug: lowercase letters, digits, '_', '.', '-', starting with a letter or digit, 1-64 characters"
 )
 OWNER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")  # == carme_spawner.accounts.POSIX_USERNAME
+#: the id a user picks (the spawner's image id rule): a site or own entry's id, or "<owner>/<id>"
+#: for a shared entry, so a shared entry can never answer for a site id
+CHOICE_ID = re.compile(rf"(?:{OWNER_NAME.pattern}/)?{ENTRY_ID.pattern}")
+CHOICE_ID_RULE = (
+    "an entry id ([a-z0-9][a-z0-9_.-]{0,63}) or, for a shared entry, <owner>/<id>"
+    " (owner: a POSIX user name [a-z_][a-z0-9_.-]{0,31})"
+)
 TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}")
 ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 BIND_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")
@@ -37,11 +45,15 @@ MAX_ENV = 64
 MAX_ENV_NAME = 128
 MAX_ENV_VALUE = 1000
 
-# names an entry may not set, and why (the message tells the catalog's author)
+# names an entry may not set, and why (the message tells the catalog's author). The one deny list
+# of environment names: only site entries set env (the schema refuses it in user sections), and the
+# batch script checks the image's variables against it again.
 _RUNTIME_REASON = (
     "configures the container runtime (binds, namespaces, image, injected variables)"
     " and would bypass the catalog's checks"
 )
+_LOADS_CODE = "makes {what} load or run code from outside the image (code injection); set it inside the image"
+_LOADER = "the dynamic loader"
 FORBIDDEN_ENV_PREFIXES = {
     "JUPYTERHUB_": "is set by the hub for the single-user server (token, URLs); overriding it breaks login",
     "JPY_": "is set by the hub for the single-user server (legacy API token); overriding it breaks login",
@@ -49,13 +61,46 @@ FORBIDDEN_ENV_PREFIXES = {
     # APPTAINER_*, APPTAINERENV_* (and SINGULARITY*): runtime settings and injected container variables
     "APPTAINER": _RUNTIME_REASON,
     "SINGULARITY": _RUNTIME_REASON,
-    "LD_": "changes which shared libraries every program loads (library injection); set it in the image",
+    "LD_": _LOADS_CODE.format(what=_LOADER + " (which shared libraries every program loads)"),
+    "DYLD_": _LOADS_CODE.format(what=_LOADER + " (which shared libraries every program loads)"),
+    "BASH_FUNC_": _LOADS_CODE.format(what="bash (exported shell functions)"),
+    "XDG_": _LOADS_CODE.format(what="programs (where they read their configuration and plug-ins)"),
+}
+_CODE_LOADING_NAMES = {
+    "the Python interpreter": (
+        "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR",
+        "PYTHONPYCACHEPREFIX", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONINSPECT",
+    ),
+    "bash and other shells": (
+        "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS0", "PS1", "PS2", "PS4", "PROMPT_COMMAND", "ZDOTDIR",
+        "HOME",
+    ),
+    _LOADER: ("GCONV_PATH", "GLIBC_TUNABLES", "OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES"),
+    "Perl": ("PERL5LIB", "PERL5OPT", "PERLLIB", "PERL5DB"),
+    "Ruby": ("RUBYLIB", "RUBYOPT", "GEM_HOME", "GEM_PATH"),
+    "Node.js": ("NODE_OPTIONS", "NODE_PATH"),
+    "Jupyter and IPython": (
+        "JUPYTER_CONFIG_DIR", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
+        "IPYTHONDIR",
+    ),
+    "R": ("R_PROFILE", "R_PROFILE_USER", "R_ENVIRON", "R_ENVIRON_USER", "R_LIBS", "R_LIBS_USER", "R_LIBS_SITE"),
+    "Julia": ("JULIA_LOAD_PATH", "JULIA_DEPOT_PATH", "JULIA_PROJECT"),
+    "Java": ("JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH"),
+    "Lua": ("LUA_INIT", "LUA_PATH", "LUA_CPATH"),
 }
 FORBIDDEN_ENV_NAMES = {
     "PATH": "decides which programs run; set it inside the image instead",
     "CUDA_VISIBLE_DEVICES": "selects the GPUs SLURM allocated to the job; SLURM sets it",
     "NVIDIA_VISIBLE_DEVICES": "selects the GPUs SLURM allocated to the job; the runtime sets it",
+    **{name: _LOADS_CODE.format(what=what) for what, names in _CODE_LOADING_NAMES.items() for name in names},
 }
+
+
+def forbidden_env_reason(name: str) -> str | None:
+    """Why an entry may not set variable `name` ("it ..."), or None if it may."""
+    return FORBIDDEN_ENV_NAMES.get(name) or next(
+        (why for prefix, why in FORBIDDEN_ENV_PREFIXES.items() if name.startswith(prefix)), None
+    )
 
 
 class FieldError(ValueError):
@@ -87,6 +132,19 @@ def entry_id(value: Any, field: str = "id") -> str:
         rule = f"{ENTRY_ID_RULE} ([a-z0-9][a-z0-9_.-]{{0,63}})"
         raise FieldError(field, f"must be {rule}; got {describe(value)}")
     return value
+
+
+def choice_id(value: Any, field: str = "image") -> tuple[str | None, str]:
+    """A choice id as (owner, entry id): owner None for a plain id (a site or own entry)."""
+    if not isinstance(value, str) or not CHOICE_ID.fullmatch(value):
+        raise FieldError(field, f"must be {CHOICE_ID_RULE}; got {describe(value)}")
+    owner, sep, entry = value.rpartition("/")
+    return (owner if sep else None), entry
+
+
+def name_key(name: str) -> str:
+    """`name` as compared for impersonation: NFKC, case folded, runs of whitespace as one space."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
 
 
 def owner_name(value: Any, field: str = "owner") -> str:
@@ -230,9 +288,7 @@ def env(value: Any, field: str = "env") -> tuple[tuple[str, str], ...]:
         if not isinstance(name, str) or not ENV_NAME.fullmatch(name) or len(name) > MAX_ENV_NAME:
             rule = f"[A-Z_][A-Z0-9_]* (at most {MAX_ENV_NAME} characters)"
             raise FieldError(field, f"variable name {describe(name)} must match {rule}")
-        reason = FORBIDDEN_ENV_NAMES.get(name) or next(
-            (why for prefix, why in FORBIDDEN_ENV_PREFIXES.items() if name.startswith(prefix)), None
-        )
+        reason = forbidden_env_reason(name)
         if reason:
             raise FieldError(f"{field}.{name}", f"may not be set by a catalog entry: it {reason}")
         var_text = scalar_text(var_value, f"{field}.{name}", MAX_ENV_VALUE)

@@ -5,8 +5,14 @@ Site directory: every `*.yaml` / `*.yml` file (not hidden, not in subdirectories
 order; an id already taken by an earlier file (or earlier in the same list) is a problem and the
 later entry is left out. A bad file or entry is reported as a CatalogProblem and the rest load.
 
-User-defined store: see `store_layout`. Site ids are reserved: a shared or user entry reusing one
-is a problem and is left out.
+User-defined store: see `store_layout`. Every user-defined entry is screened at every load, and
+left out with a problem naming its file when it
+  - reuses a site id (site ids are reserved for the site catalog),
+  - carries a site entry's name (ignoring case and whitespace: no impersonating the site's images),
+  - names an image that today's rules refuse (`user_rules`: the site's schemes and prefixes, which
+    may have been narrowed since the entry was added; `{username}` in a prefix is its owner).
+Who may still share (an owner demoted since) is decided when the catalog is filtered for a
+user: `Catalog.visible_to(..., owner_may_share=...)`.
 
 A directory that cannot be listed keeps the entries of the previous catalog (if one is given):
 doubt about the disk is not a reason to empty everyone's form.
@@ -23,6 +29,7 @@ import yaml
 
 from . import fields as f
 from .catalog import Catalog
+from .image_reference import ImageReferenceError, UserEntryRules
 from .schema import CatalogEntry, CatalogProblem, InvalidEntry, parse_entry
 from .store_layout import SHARED_DIR, USERS_DIR
 
@@ -60,8 +67,12 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_catalog(directory: str | Path, user_directory: str | Path | None = None,
-                 previous: Catalog | None = None) -> Catalog:
-    """The catalog from the site `directory` and (optionally) the user-defined store."""
+                 previous: Catalog | None = None, *, user_rules: UserEntryRules | None = None) -> Catalog:
+    """The catalog from the site `directory` and (optionally) the user-defined store.
+
+    `user_rules`: the site's rules for user-defined images today; entries they refuse are left out
+    (a problem each). Without them the images of stored entries are not re-checked.
+    """
     site_files, site_problems = list_site_files(directory)
     if _listing_failed(site_problems) and previous is not None:
         site_entries = [e for e in previous.entries if e.section == "site"]
@@ -78,17 +89,49 @@ def load_catalog(directory: str | Path, user_directory: str | Path | None = None
     else:
         user_entries, problems = load_files(user_files, require_id_as_name=True)
         user_problems += problems
-    site_sources = {e.id: e.source for e in site_entries}
-    kept_user_entries = []
-    for entry in user_entries:
-        if entry.id in site_sources:
-            message = (f"id {entry.id!r} is already used by the site catalog ({site_sources[entry.id]}); "
-                       "this user-defined entry is not offered: add it again under another id")
-            user_problems.append(CatalogProblem(entry.source, "id", message))
+    kept_user_entries, problems = screen_user_entries(user_entries, site_entries, user_rules)
+    entries = site_entries + kept_user_entries
+    return Catalog(entries=tuple(entries), problems=tuple(site_problems + user_problems + problems))
+
+
+def screen_user_entries(entries: list[CatalogEntry], site_entries: list[CatalogEntry],
+                        rules: UserEntryRules | None) -> tuple[list[CatalogEntry], list[CatalogProblem]]:
+    """The user-defined `entries` that keep to today's rules, and a problem for each of the others."""
+    site_ids = {e.id: e.source for e in site_entries}
+    site_names = {f.name_key(e.name): e.source for e in site_entries}
+    kept, problems = [], []
+    for entry in entries:
+        problem = _site_conflict(entry, site_ids, site_names) or _refused_image(entry, rules)
+        if problem is None:
+            kept.append(entry)
         else:
-            kept_user_entries.append(entry)
-    entries, problems = site_entries + kept_user_entries, site_problems + user_problems
-    return Catalog(entries=tuple(entries), problems=tuple(problems))
+            problems.append(problem)
+    return kept, problems
+
+
+def _site_conflict(entry: CatalogEntry, site_ids: dict[str, str],
+                   site_names: dict[str, str]) -> CatalogProblem | None:
+    if entry.id in site_ids:
+        message = (f"id {entry.id!r} is already used by the site catalog ({site_ids[entry.id]}); "
+                   "this user-defined entry is not offered: add it again under another id")
+        return CatalogProblem(entry.source, "id", message)
+    name_source = site_names.get(f.name_key(entry.name))
+    if name_source is not None:
+        message = (f"{f.describe(entry.name)} is the name of a site entry ({name_source}); this user-defined"
+                   " entry is not offered: add it again under a name of its own")
+        return CatalogProblem(entry.source, "name", message)
+    return None
+
+
+def _refused_image(entry: CatalogEntry, rules: UserEntryRules | None) -> CatalogProblem | None:
+    if rules is None:
+        return None
+    try:
+        rules.check(entry.image, entry.owner)
+    except ImageReferenceError as e:
+        message = f"{e}; today's rules for user-defined images refuse it, so this entry is not offered"
+        return CatalogProblem(entry.source, "image", message)
+    return None
 
 
 def list_site_files(directory: str | Path) -> tuple[list[CatalogFile], list[CatalogProblem]]:
@@ -100,28 +143,33 @@ def list_site_files(directory: str | Path) -> tuple[list[CatalogFile], list[Cata
 def list_user_files(store: str | Path) -> tuple[list[CatalogFile], list[CatalogProblem]]:
     """The entry files of the user-defined store (a store not created yet is empty, not a problem)."""
     store = Path(store)
-    names, problems = _list(store / SHARED_DIR, missing_ok=True)
-    shared = store / SHARED_DIR
-    files = [CatalogFile(shared / n, "shared") for n in names if _is_catalog_file(shared / n)]
-    owners, more = _list(store / USERS_DIR, missing_ok=True)
-    problems += more
-    for owner in owners:
-        owner_dir = store / USERS_DIR / owner
-        if not owner_dir.is_dir() or owner.startswith("."):
-            continue
-        if not f.OWNER_NAME.fullmatch(owner):
-            message = "directory name is not a POSIX user name; ignored"
-            problems.append(CatalogProblem(str(owner_dir), "owner", message))
-            continue
-        names, more = _list(owner_dir, missing_ok=True)
+    files: list[CatalogFile] = []
+    problems: list[CatalogProblem] = []
+    for section, directory in (("shared", store / SHARED_DIR), ("user", store / USERS_DIR)):
+        owners, more = _list(directory, missing_ok=True)
         problems += more
-        files += [CatalogFile(owner_dir / n, "user", owner) for n in names if _is_catalog_file(owner_dir / n)]
+        for owner in owners:
+            owner_dir = directory / owner
+            if section == "shared" and _is_catalog_file(owner_dir):
+                message = (f"a shared entry is stored as {SHARED_DIR}/<owner>/<id>.yaml; move this file into"
+                           " the directory of its owner (not loaded)")
+                problems.append(CatalogProblem(str(owner_dir), "file", message))
+                continue
+            if not owner_dir.is_dir() or owner.startswith("."):
+                continue
+            if not f.OWNER_NAME.fullmatch(owner):
+                message = "directory name is not a POSIX user name; ignored"
+                problems.append(CatalogProblem(str(owner_dir), "owner", message))
+                continue
+            names, more = _list(owner_dir, missing_ok=True)
+            problems += more
+            files += [CatalogFile(owner_dir / n, section, owner) for n in names if _is_catalog_file(owner_dir / n)]
     return files, problems
 
 
 def load_files(files: list[CatalogFile], *,
                require_id_as_name: bool = False) -> tuple[list[CatalogEntry], list[CatalogProblem]]:
-    """Entries of `files` in order; a later id already taken in the same section (and owner) is a problem."""
+    """Entries of `files` in order; a later id already taken in the same section and owner is a problem."""
     entries: list[CatalogEntry] = []
     problems: list[CatalogProblem] = []
     first_source: dict[tuple, str] = {}
@@ -135,7 +183,7 @@ def load_files(files: list[CatalogFile], *,
                            " the store names files <id>.yaml")
                 problems.append(CatalogProblem(entry.source, "id", message))
                 continue
-            key = (entry.section, entry.owner if entry.section == "user" else None, entry.id)
+            key = (entry.section, entry.owner, entry.id)
             if key in first_source:
                 message = f"id {entry.id!r} is already used by {first_source[key]}; this entry is left out"
                 problems.append(CatalogProblem(entry.source, "id", message))

@@ -3,7 +3,12 @@
 An entry describes one container image users may run: id, display name, image reference,
 interface, GPU need, tags, allowed roles, extra binds and environment, maintainer, enabled. It
 comes from a site catalog file (section "site") or from the user-defined store (sections "user",
-one per owner, and "shared"); the latter also record their owner.
+one per owner, and "shared", also one per owner); the latter also record their owner.
+
+User-defined entries are stricter, whoever writes the file: `roles`, `binds` and `env` are the
+site's alone (a shared entry runs in other users' jobs), and the maintainer is always the owner.
+Users pick an entry by its :attr:`CatalogEntry.choice_id`: the id for site and own entries,
+"<owner>/<id>" for shared ones.
 
 :func:`parse_entry` checks every field and collects every problem; an entry that breaks any rule
 is never built, so an invalid entry cannot reach a form or a job.
@@ -25,7 +30,11 @@ SITE_FIELDS = (
     "id", "name", "description", "image", "interface", "gpu", "tags", "roles", "binds", "env",
     "maintainer", "enabled",
 )
-USER_ENTRY_FIELDS = SITE_FIELDS + ("owner", "section")
+#: what only the site may set: a user-defined entry runs in other users' jobs (binds over their
+#: libraries, variables that load code, who may run it are the site's decisions)
+SITE_ONLY_FIELDS = ("roles", "binds", "env")
+RECORDED_FIELDS = ("owner", "section")  # written by the catalog service for user-defined entries
+USER_ENTRY_FIELDS = tuple(name for name in SITE_FIELDS if name not in SITE_ONLY_FIELDS) + RECORDED_FIELDS
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,17 @@ class CatalogEntry:
     owner: str | None = None  # who added a user-defined entry
     source: str = field(default="", compare=False)  # the file the entry was read from
 
+    def __post_init__(self):
+        # the model keeps the rules of parse_entry for entries built in code too
+        if self.section not in SECTIONS:
+            raise ValueError(f"section must be one of {', '.join(SECTIONS)}, got {self.section!r}")
+        if self.user_defined:
+            if self.roles != ROLES or self.binds or self.env:
+                raise ValueError(f"a user-defined entry may not set {', '.join(SITE_ONLY_FIELDS)}")
+            if self.maintainer not in ("", self.owner):
+                raise ValueError(f"the maintainer of a user-defined entry is its owner {self.owner!r}")
+            object.__setattr__(self, "maintainer", self.owner or "")
+
     def allowed_for(self, role: str) -> bool:
         """True if `role` may run this entry (listed in roles, or admin). Ignores `enabled`."""
         return role_may_use(self.roles, role)
@@ -99,6 +119,12 @@ class CatalogEntry:
     @property
     def user_defined(self) -> bool:
         return self.section in USER_SECTIONS
+
+    @property
+    def choice_id(self) -> str:
+        """The id users pick (form, spawn options, remembered choice): the id of a site or own entry,
+        "<owner>/<id>" of a shared one, so no shared entry can answer for a site id."""
+        return f"{self.owner}/{self.id}" if self.section == "shared" else self.id
 
     def tag(self, name: str) -> str | None:
         """The value of tag `name` ("" for a plain label), or None."""
@@ -113,6 +139,8 @@ class CatalogEntry:
             "enabled": self.enabled,
         }
         if self.user_defined:
+            for name in SITE_ONLY_FIELDS:
+                del data[name]
             data.update(owner=self.owner, section=self.section)
         return data
 
@@ -124,7 +152,8 @@ def parse_entry(
 
     `source` names the file in problems, `prefix` the entry's place in it ("images[2]."). For the
     user-defined sections, `owner`/`section` in `data` must agree with the given ones (from the
-    file's location); a shared entry without a given owner takes the recorded one.
+    file's location); a shared entry without a given owner takes the recorded one. There,
+    `roles`/`binds`/`env` are refused and the maintainer is the owner (another one is refused).
     """
     if section not in SECTIONS:
         raise ValueError(f"section must be one of {', '.join(SECTIONS)}, got {section!r}")
@@ -134,8 +163,10 @@ def parse_entry(
         raise InvalidEntry((CatalogProblem(source, where, message),))
     problems: list[CatalogProblem] = []
 
+    allowed = SITE_FIELDS if section == "site" else USER_ENTRY_FIELDS
+
     def check(name: str, rule, *args, default: Any = None, required: bool = False) -> Any:
-        value = data.get(name)
+        value = data.get(name) if name in allowed else None  # a refused field: one problem, below
         if value is None:
             if required:
                 problems.append(CatalogProblem(source, prefix + name, "is required"))
@@ -146,13 +177,15 @@ def parse_entry(
             problems.append(CatalogProblem(source, e.field, e.message))
             return default
 
-    allowed = SITE_FIELDS if section == "site" else USER_ENTRY_FIELDS
     for key in data:
         if key not in allowed:
-            if key in USER_ENTRY_FIELDS:
+            if key in RECORDED_FIELDS:
                 message = "is recorded only for user-defined entries (the catalog service sets it)"
+            elif key in SITE_ONLY_FIELDS:
+                message = ("is set by the site catalog only: a user-defined entry runs in other users' jobs,"
+                           " so its binds, environment and roles stay the site's to decide")
             else:
-                message = f"unknown field; allowed: {', '.join(SITE_FIELDS)}"
+                message = f"unknown field; allowed: {', '.join(allowed)}"
             problems.append(CatalogProblem(source, prefix + f.field_name(key), message))
 
     values = dict(
@@ -171,6 +204,8 @@ def parse_entry(
     )
     if section != "site":
         values.update(_ownership(data, section, owner, source, prefix, problems))
+        values["maintainer"] = _owner_as_maintainer(values["maintainer"], values["owner"], prefix, source,
+                                                    problems)
     if problems:
         raise InvalidEntry(tuple(problems))
     return CatalogEntry(**values, source=source)
@@ -183,6 +218,16 @@ def _binds(value: Any, field: str) -> tuple[tuple[str, str, str], ...]:
     if len(value) > f.MAX_BINDS:
         raise f.FieldError(field, f"at most {f.MAX_BINDS} binds, got {len(value)}")
     return tuple(f.bind(spec, f"{field}[{i}]") for i, spec in enumerate(value))
+
+
+def _owner_as_maintainer(given: str, owner: str | None, prefix: str, source: str,
+                         problems: list[CatalogProblem]) -> str:
+    """The maintainer of a user-defined entry is its owner: "" or the owner's name is accepted."""
+    if given and owner is not None and given != owner:
+        message = (f"is always the entry's owner ({owner}) for a user-defined entry, got {f.describe(given)};"
+                   " leave it out (Carme sets it)")
+        problems.append(CatalogProblem(source, prefix + "maintainer", message))
+    return owner or ""
 
 
 def _ownership(data: Mapping, section: str, owner: str | None, source: str, prefix: str,

@@ -1,9 +1,10 @@
 """Where user-defined entries live under the writable store directory (pure path arithmetic).
 
-    <store>/shared/<id>.yaml             the shared section (owner recorded in the file)
-    <store>/users/<username>/<id>.yaml   one section per user
+    <store>/shared/<owner>/<id>.yaml     the shared section: one directory per owner
+    <store>/users/<owner>/<id>.yaml      one section per user
 
-One entry per file, named after its id, so ids are unique per section by construction.
+One entry per file, named after its id, so ids are unique per section and owner by construction:
+two owners may both share a `torch` (users pick them as "alice/torch" and "bob/torch").
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ ENTRY_SUFFIX = ".yaml"
 
 
 def section_dir(store: str | Path, section: str, owner: str | None = None) -> Path:
-    """The directory of a section: "shared", or "user" of `owner` (a checked POSIX user name)."""
+    """The directory of `owner`'s part of a section, "shared" or "user" (`owner`: a checked POSIX user name)."""
     if section == "shared":
-        return Path(store) / SHARED_DIR
+        return Path(store) / SHARED_DIR / f.owner_name(owner)
     if section == "user":
         return Path(store) / USERS_DIR / f.owner_name(owner)
     raise ValueError(f"section must be 'user' or 'shared', got {section!r}")

@@ -1,16 +1,19 @@
 """User-defined entries: add to a user's own or the shared section, disable or re-enable them.
 
 Storage (see `store_layout`): one YAML file per entry, `<store>/users/<owner>/<id>.yaml` or
-`<store>/shared/<id>.yaml`, holding the normalized entry with its `owner` and `section`. Files
+`<store>/shared/<owner>/<id>.yaml`, holding the normalized entry with its `owner` and `section`. Files
 are written to a hidden temporary file in the same directory, fsynced, set to mode 0644, then
 moved into place: a new entry with `os.link` (atomic and never overwrites, so two concurrent adds
 of one id cannot both win), a changed entry (disable/enable) with `os.replace`. Readers therefore
 see the old file or the new one, never half of one. The catalog loader and watcher read the store.
 
 Who may call these (the hub scope custom:carme-catalog:write: power users and admins) is decided by the
-caller; these functions enforce what is stored: the same schema as the site catalog, plus the
-stricter image-reference rule (allowed schemes and prefixes from the caller, no `..`, no shell
-metacharacters), ids unique per section and not taken by the site catalog.
+caller; these functions enforce what is stored: the schema of user-defined entries (no roles,
+binds or env; the maintainer is the owner), the stricter image-reference rule (allowed schemes
+and prefixes from the caller, `{username}` in a prefix = the owner, no `..`, no shell
+metacharacters), ids unique per section and owner and not taken by the site catalog, and names
+that are not a site entry's (ignoring case and whitespace). The loader checks the same again
+at every load (`UserEntryRules`), so a rule narrowed later applies to stored entries too.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class UserEntryNotFound(UserEntryError):
 
 
 class UserEntryConflict(UserEntryError):
-    """The id is taken in that section or by the site catalog (HTTP 409)."""
+    """The id is taken in that section or by the site catalog, or the name is a site entry's (HTTP 409)."""
 
 
 def add_user_entry(
@@ -66,13 +69,16 @@ def add_user_entry(
     allowed_schemes: Iterable[str],
     allowed_prefixes: Iterable[str],
     reserved_ids: Iterable[str] = (),
+    reserved_names: Iterable[str] = (),
     max_entries: int = MAX_ENTRIES_PER_SECTION,
 ) -> CatalogEntry:
     """Validate `data` and store it as `owner`'s entry (own section, or the shared one); return it.
 
     `allowed_schemes` ⊆ {"file", "docker", "oras", "library"} ("file" = absolute .sif path) and
-    `allowed_prefixes` (e.g. "/opt/carme/images/", f"/home/{owner}/", "docker://nvcr.io/") come
-    from the site's settings; `reserved_ids` are the site catalog's ids (`catalog.ids("site")`).
+    `allowed_prefixes` (e.g. "/opt/carme/images/", "/home/{username}/images/", "docker://nvcr.io/";
+    `{username}` is `owner`) come from the site's settings; `reserved_ids` and `reserved_names` are
+    the site catalog's (`catalog.ids("site")`, `catalog.names("site")`). The maintainer is `owner`.
+    Users pick a shared entry as "<owner>/<id>" (`entry.choice_id`).
     """
     section = "shared" if shared else "user"
     owner = _owner(owner)
@@ -85,10 +91,14 @@ def add_user_entry(
     entry = _parse_with_user_image_rules(data, section, owner, allowed_schemes, allowed_prefixes)
     if entry.id in set(reserved_ids):
         raise UserEntryConflict("id", f"{entry.id!r} is already used by the site catalog; choose another id")
+    if f.name_key(entry.name) in {f.name_key(name) for name in reserved_names}:
+        message = (f"{entry.name!r} is the name of a site catalog entry (ignoring case and spaces);"
+                   " choose a name of your own")
+        raise UserEntryConflict("name", message)
 
     directory = section_dir(store, section, owner)
     _make_dirs(directory)
-    where = "the shared section" if shared else f"the section of {owner}"
+    where = _where(section, owner)
     existing = [p for p in _entry_files(directory)]
     if any(p.stem == entry.id for p in existing):
         raise UserEntryConflict("id", f"{entry.id!r} already exists in {where} (re-enable that one instead)")
@@ -103,48 +113,49 @@ def add_user_entry(
 
 
 def disable_user_entry(store: str | Path, owner: str, entry_id: str, *, shared: bool = False,
-                       admin: bool = False) -> CatalogEntry:
+                       caller: str | None = None, admin: bool = False) -> CatalogEntry:
     """Disable an entry (kept on disk, so its id stays taken; hidden from forms); return it as stored.
 
-    Own section: `owner` names the section (an admin acting on alice's entry passes "alice").
-    Shared section: `owner` is the caller, who must be the recorded owner unless `admin` is true.
+    `owner` is the entry's owner: whose section, or the owner part of a shared choice id
+    "<owner>/<id>". `caller`, when given, is who asks: only `owner` or an admin (`admin=True`)
+    may change the entry (UserEntryForbidden otherwise); without it the caller has decided.
     """
-    return _set_enabled(store, owner, entry_id, False, shared=shared, admin=admin)
+    return _set_enabled(store, owner, entry_id, False, shared=shared, caller=caller, admin=admin)
 
 
 def enable_user_entry(store: str | Path, owner: str, entry_id: str, *, shared: bool = False,
-                      admin: bool = False, allowed_schemes: Iterable[str],
+                      caller: str | None = None, admin: bool = False, allowed_schemes: Iterable[str],
                       allowed_prefixes: Iterable[str]) -> CatalogEntry:
-    """Enable a disabled entry again; its image must pass today's rules (the site may have narrowed them)."""
+    """Enable a disabled entry again (`owner`, `caller`, `admin` as for disable_user_entry); its image
+    must pass today's rules, `{username}` being the owner (the site may have narrowed them)."""
     def check(entry: CatalogEntry) -> None:
         try:
-            check_user_image_reference(entry.image, allowed_schemes, allowed_prefixes)
+            check_user_image_reference(entry.image, allowed_schemes, allowed_prefixes, owner=entry.owner)
         except ImageReferenceError as e:
             raise UserEntryError("image", str(e)) from None
 
-    return _set_enabled(store, owner, entry_id, True, shared=shared, admin=admin, check=check)
+    return _set_enabled(store, owner, entry_id, True, shared=shared, caller=caller, admin=admin, check=check)
 
 
-def _set_enabled(store: str | Path, owner: str, entry_id: str, enabled: bool, *, shared: bool, admin: bool,
+def _set_enabled(store: str | Path, owner: str, entry_id: str, enabled: bool, *, shared: bool,
+                 caller: str | None, admin: bool,
                  check: Callable[[CatalogEntry], None] | None = None) -> CatalogEntry:
     section = "shared" if shared else "user"
-    caller = _owner(owner)
+    owner = _owner(owner)
+    if caller is not None and _owner(caller) != owner and not admin:
+        message = f"entry {entry_id!r:.70} belongs to {owner}; only they or an admin may change it"
+        raise UserEntryForbidden("owner", message)
     try:
-        path = entry_file(store, section, caller, entry_id)
+        path = entry_file(store, section, owner, entry_id)
     except f.FieldError as e:
         raise UserEntryNotFound("id", e.message) from None
     if not path.is_file():
-        where = "the shared section" if shared else f"the section of {caller}"
-        raise UserEntryNotFound("id", f"no entry {entry_id!r} in {where}")
-    section_owner = None if shared else caller
-    entries, problems = read_entries_file(path, section=section, owner=section_owner, single_entry=True)
+        raise UserEntryNotFound("id", f"no entry {entry_id!r} in {_where(section, owner)}")
+    entries, problems = read_entries_file(path, section=section, owner=owner, single_entry=True)
     if problems or not entries:
         first = problems[0] if problems else CatalogProblem(str(path), "file", "holds no entry")
         raise UserEntryError(first.field, f"the stored entry is invalid: {first.message}", tuple(problems))
     entry = entries[0]
-    if shared and not admin and entry.owner != caller:
-        message = f"shared entry {entry_id!r} belongs to {entry.owner}; only they or an admin may change it"
-        raise UserEntryForbidden("owner", message)
     if check is not None:
         check(entry)
     if entry.enabled != enabled:
@@ -160,7 +171,7 @@ def _parse_with_user_image_rules(data: Mapping[str, Any], section: str, owner: s
     image_problem = None
     if data.get("image") is not None:
         try:
-            check_user_image_reference(data["image"], allowed_schemes, allowed_prefixes)
+            check_user_image_reference(data["image"], allowed_schemes, allowed_prefixes, owner=owner)
         except ImageReferenceError as e:
             image_problem = CatalogProblem(REQUEST, "image", str(e))
     try:
@@ -174,6 +185,10 @@ def _parse_with_user_image_rules(data: Mapping[str, Any], section: str, owner: s
     if problems:
         raise UserEntryError(problems[0].field, problems[0].message, tuple(problems))
     return entry
+
+
+def _where(section: str, owner: str) -> str:
+    return f"the shared section of {owner}" if section == "shared" else f"the section of {owner}"
 
 
 def _owner(owner: Any) -> str:

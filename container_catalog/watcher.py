@@ -7,14 +7,12 @@ differs are the files read again. No inotify: it works on NFS/BeeGFS and in cont
 
 Threads and asyncio: `current()` is thread-safe and never waits for another caller's check
 (whoever holds the lock checks; the others get the catalog in hand). Inside an event loop (the
-hub, a service) nothing may touch a slow shared file system on the loop: there, call
-`start_watching()` once and read `latest()`, which does no I/O at all; the checks then run in a
-worker thread every `interval`.
+hub, a service) nothing may touch a slow shared file system on the loop: there, call it in a
+worker thread, `await asyncio.to_thread(source.current)`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from .catalog import Catalog
+from .image_reference import UserEntryRules
 from .loader import list_site_files, list_user_files, load_catalog
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,11 @@ Fingerprint = tuple
 
 
 class CatalogSource:
-    """The latest catalog of a site directory (and user-defined store), re-read when files change."""
+    """The latest catalog of a site directory (and user-defined store), re-read when files change.
+
+    `user_rules`: the site's rules for user-defined images (schemes, prefixes) that every load
+    applies to the stored entries (see `load_catalog`); give them whenever there is a store.
+    """
 
     def __init__(
         self,
@@ -41,6 +44,7 @@ class CatalogSource:
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         on_reload: Callable[[Catalog, Catalog | None], None] | None = None,
+        user_rules: UserEntryRules | None = None,
     ):
         if interval < 0:
             raise ValueError(f"interval must be >= 0 seconds, got {interval!r}")
@@ -48,13 +52,13 @@ class CatalogSource:
         self.user_directory = Path(user_directory) if user_directory is not None else None
         self.interval = interval
         self.on_reload = on_reload
+        self.user_rules = user_rules
         self._clock = clock
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._fingerprint: Fingerprint | None = None
         self._checked_at = 0.0
         self.loaded_at: float | None = None  # wall-clock time of the last (re)load
-        self._watch: asyncio.Task | None = None
         self.reload()
 
     def current(self) -> Catalog:
@@ -66,23 +70,6 @@ class CatalogSource:
             finally:
                 self._lock.release()
         return self._catalog
-
-    def latest(self) -> Catalog:
-        """The catalog in hand, without any I/O (kept current by `start_watching()`)."""
-        return self._catalog
-
-    def start_watching(self) -> None:
-        """Check the files every `interval` in a worker thread, from the running event loop (idempotent)."""
-        if self._watch is None or self._watch.done():
-            self._watch = asyncio.get_running_loop().create_task(self._watch_forever(), name="carme-catalog-watch")
-
-    async def _watch_forever(self) -> None:
-        while True:
-            await asyncio.sleep(max(self.interval, 0.5))
-            try:
-                await asyncio.to_thread(self.current)
-            except Exception:  # a broken file system must not end the watch
-                log.exception("container catalog: checking the files failed")
 
     def reload(self) -> Catalog:
         """Read the files now, whatever the interval (e.g. right after a user entry was added)."""
@@ -100,7 +87,7 @@ class CatalogSource:
     def _load(self, fingerprint: Fingerprint) -> None:
         # fingerprint first: a change made while loading shows up at the next check
         old = self._catalog
-        new = load_catalog(self.directory, self.user_directory, previous=old)
+        new = load_catalog(self.directory, self.user_directory, previous=old, user_rules=self.user_rules)
         self._catalog, self._fingerprint = new, fingerprint
         self._checked_at = self._clock()
         self.loaded_at = time.time()

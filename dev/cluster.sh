@@ -96,6 +96,8 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 KillWait=5
 MinJobAge=300
+# users see only their own jobs, usage and accounts; root (the hub's one watch) sees everything
+PrivateData=jobs,usage,accounts
 SlurmctldTimeout=30
 SlurmdTimeout=60
 EOF

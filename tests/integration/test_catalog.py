@@ -160,3 +160,35 @@ def test_catalog_edits_show_without_restart_and_a_broken_file_is_reported(hub, c
     r = requests.get(f"{service(hub)}/api/problems", headers={"Authorization": f"token {hub.user_token('erin')}"}, timeout=10)
     assert r.status_code == 403
     (catalog_dir / "broken.yaml").unlink()
+
+
+def test_a_demoted_power_user_s_shared_image_is_no_longer_offered(hub):
+    """Issue 16, findings 3 and 4: a shared image is picked as owner/id, never by a site id, and
+    stops being offered (API, spawn form, spawn) once its owner is no longer a power user."""
+    for user in ("dave", "erin"):
+        hub.ensure_user(user)
+    assert hub.session.post(f"{hub.api}/groups/power/users", json={"users": ["dave"]}).status_code == 200
+    dave = {"Authorization": f"token {hub.user_token('dave')}"}
+    erin = {"Authorization": f"token {hub.user_token('erin')}"}
+    image = {"id": "pycpu", "name": "Dave's Python", "image": "/opt/carme/images/python-cpu.sif", "gpu": "none",
+             "shared": True}
+    r = requests.post(f"{service(hub)}/api/images", json=image, headers=dave, timeout=10)
+    assert r.status_code == 201, r.text
+    assert r.json()["choice_id"] == "dave/pycpu"  # shared ids carry their owner: never a site id
+
+    def offered_to_erin() -> set[str]:
+        return {i["choice_id"] for i in requests.get(f"{service(hub)}/api/images", headers=erin, timeout=10).json()["images"]}
+
+    assert {"python-cpu", "dave/pycpu"} <= offered_to_erin()
+    erin_web = login(hub, "erin")
+    form = wait_until(lambda: (lambda text: text if 'value="dave/pycpu"' in text else None)(
+        erin_web.get(f"{hub.url}/hub/spawn/erin", timeout=10).text), 10)  # the hub re-reads every second here
+    assert form and "shared by dave" in form
+
+    r = hub.session.delete(f"{hub.api}/groups/power/users", json={"users": ["dave"]})
+    assert r.status_code == 200, r.text
+    form = login(hub, "erin").get(f"{hub.url}/hub/spawn/erin", timeout=10).text
+    assert 'value="dave/pycpu"' not in form and 'value="python-cpu"' in form  # the hub checks at once
+    r = hub.start_server("erin", {"image": "dave/pycpu", "gpus": 0})
+    assert r.status_code == 400 and r.json()["message"].startswith("image: "), r.text
+    assert wait_until(lambda: "dave/pycpu" not in offered_to_erin(), 30)  # the service within its cache time

@@ -62,8 +62,7 @@ def test_a_filtered_scope_lets_dave_write_and_no_one_else(hub):
     for user in ("erin", "alice"):
         r = requests.post(images_url(hub), json={"id": f"{user}s", **image}, headers=token(hub, user), timeout=10)
         assert r.status_code == 403, (user, r.text)
-    listed = requests.get(images_url(hub), headers=token(hub, "dave"), timeout=10).json()
-    assert listed["role"] == "user" and "daves" in {i["id"] for i in listed["images"]}
+    # (dave is no power user, so his image is stored but not offered: issue 16, finding 4)
     r = requests.patch(f"{images_url(hub)}/daves", json={"enabled": False}, headers=token(hub, "dave"), timeout=10)
     assert r.status_code == 200 and r.json()["enabled"] is False, r.text
     r = requests.patch(f"{images_url(hub)}/daves", json={"enabled": True}, headers=token(hub, "dave"), timeout=10)

@@ -81,3 +81,26 @@ def test_a_hub_user_without_a_directory_entry_cannot_spawn_direct_bind(cluster):
         r = hub.start_server("root", {"gpus": 0, "image": "python-cpu"})
         assert r.status_code == 403, r.text
         assert no_job_for(hub, "root")
+
+
+def test_users_cannot_read_each_others_jobs_while_the_hubs_watch_sees_all(cluster):
+    """README, "Accounting without leaks": PrivateData=jobs,usage,accounts on the dev cluster."""
+    import subprocess
+
+    bob = subprocess.run(["runuser", "-u", "bob", "--", "sbatch", "--parsable", "-J", "private-check", "-p",
+                          "interactive", "-t", "2", "-o", "/dev/null", "--wrap", "sleep 60"],
+                         capture_output=True, text=True, check=True, cwd="/tmp").stdout.strip()
+    try:
+        as_alice = subprocess.run(["runuser", "-u", "alice", "--", "squeue", "-h", "-o", "%i"], capture_output=True,
+                                  text=True, cwd="/tmp").stdout.split()
+        assert bob not in as_alice
+        shown = subprocess.run(["runuser", "-u", "alice", "--", "scontrol", "show", "job", bob], capture_output=True,
+                               text=True, cwd="/tmp")
+        assert "private-check" not in shown.stdout
+        import json
+
+        as_root = json.loads(subprocess.run(["squeue", "--all", "--json"], capture_output=True, text=True,
+                                            check=True).stdout)  # what the hub's watch runs
+        assert bob in {str(j["job_id"]) for j in as_root["jobs"]}
+    finally:
+        subprocess.run(["scancel", bob], check=False)

@@ -194,7 +194,7 @@ USER = "id: {id}\nname: {name}\nimage: /opt/carme/images/{id}.sif\nowner: {owner
 
 def user_file(store: Path, section: str, owner: str, id_: str, name: str = "N",
               filename: str | None = None) -> Path:
-    directory = store / "shared" if section == "shared" else store / "users" / owner
+    directory = store / ("shared" if section == "shared" else "users") / owner
     text = USER.format(id=id_, name=name, owner=owner, section=section)
     return write(directory / (filename or f"{id_}.yaml"), text)
 
@@ -210,7 +210,7 @@ def test_user_store_is_loaded_into_sections(tmp_path):
         ("shared", "bob", "common"), ("site", None, "torch"),
         ("user", "alice", "mine"), ("user", "bob", "mine")]
     assert ids(catalog.visible_to("user", "alice")) == {"torch", "mine", "common"}
-    assert catalog.visible_to("user", "alice").get("mine").owner == "alice"
+    assert catalog.visible_to("user", "alice").get("mine", "alice").owner == "alice"
 
 
 def test_missing_user_store_is_empty(tmp_path):
@@ -233,16 +233,21 @@ def test_user_store_files_must_match_their_place(tmp_path):
     user_file(store, "user", "alice", "renamed", filename="other.yaml")
     write(store / "users" / "alice" / "stolen.yaml",
           USER.format(id="stolen", name="N", owner="bob", section="user"))
-    write(store / "shared" / "wrong.yaml", USER.format(id="wrong", name="N", owner="bob", section="user"))
+    write(store / "shared" / "bob" / "wrong.yaml", USER.format(id="wrong", name="N", owner="bob", section="user"))
+    write(store / "shared" / "bob" / "stolen.yaml", USER.format(id="stolen", name="N", owner="eve", section="shared"))
     write(store / "users" / "Not A User" / "x.yaml", USER.format(id="x", name="N", owner="x", section="user"))
-    write(store / "shared" / "index.yaml", "images: []\n")
+    write(store / "shared" / "Not A User" / "x.yaml", USER.format(id="x", name="N", owner="x", section="shared"))
+    write(store / "shared" / "bob" / "index.yaml", "images: []\n")
     catalog = load_catalog(tmp_path / "site", store)
     assert ids(catalog) == set()
     problems = problem_map(catalog)
     assert "the store names files <id>.yaml" in problems[("other.yaml", "id")]
-    assert "stored in the section of alice" in problems[("stolen.yaml", "owner")]
+    assert {p.message for p in catalog.problems if Path(p.path).name == "stolen.yaml"} == {
+        "says 'bob' but the entry is stored in the section of alice",
+        "says 'eve' but the entry is stored in the section of bob"}
     assert "stored in the shared section" in problems[("wrong.yaml", "section")]
-    assert "not a POSIX user name" in problems[("Not A User", "owner")]
+    assert [p.path for p in catalog.problems if "not a POSIX user name" in p.message] == [
+        str(store / "shared" / "Not A User"), str(store / "users" / "Not A User")]
     assert "unknown field" in problems[("index.yaml", "images")]
 
 
@@ -355,18 +360,11 @@ def test_reload_forces_a_read(tmp_path):
     assert source.loaded_at is not None
 
 
-async def test_latest_does_no_io_and_the_watch_keeps_it_current(tmp_path):
+async def test_current_in_a_worker_thread(tmp_path):
     good(tmp_path, "alpha")
     source = CatalogSource(tmp_path, interval=0)
-    source.start_watching()
-    first = source.latest()
     good(tmp_path, "beta")
-    assert source.latest() is first  # no check on the caller's side
-    for _ in range(50):
-        await asyncio.sleep(0.1)
-        if ids(source.latest()) == {"alpha", "beta"}:
-            break
-    assert ids(source.latest()) == {"alpha", "beta"}
+    assert ids(await asyncio.to_thread(source.current)) == {"alpha", "beta"}
 
 
 def test_concurrent_callers_always_get_a_whole_catalog(tmp_path):

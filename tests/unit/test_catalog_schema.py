@@ -254,7 +254,7 @@ def test_unknown_section_is_a_programming_error():
 # --- the rules stay those of the spawner ------------------------------------------------------------
 
 def test_rules_match_the_spawner():
-    assert options.IMAGE_ID is fields.ENTRY_ID  # one rule, owned by the catalog
+    assert options.IMAGE_ID is fields.CHOICE_ID  # one rule, owned by the catalog
     assert options.validate_image_reference("/opt/x.sif") == image_reference.check_image_reference("/opt/x.sif")
     for ref in ("/a/b.sif", "docker://x/y:1", "/a/../b.sif", "x.sif", "docker://a b",
                 "/" + "a" * 600 + ".sif"):
@@ -285,7 +285,7 @@ def make_catalog() -> Catalog:
         e("vscode", "VS Code", interface="code-server"),
         e("mine", "Alice's", section="user", owner="alice"),
         e("bobs", "Bob's", section="user", owner="bob"),
-        e("common", "Shared one", section="shared", owner="bob", maintainer="Bob"),
+        e("common", "Shared one", section="shared", owner="bob"),
         e("mine", "Shared mine", section="shared", owner="carol"),
         e("offshared", "Disabled shared", section="shared", owner="bob", enabled=False),
     ), problems=(CatalogProblem("/x.yaml", "file", "bad"),))
@@ -317,12 +317,18 @@ def test_visible_to_by_role():
     assert catalog.visible_to("admin").problems == ()
 
 
-def test_visible_to_adds_the_users_own_entries_which_win_over_shared_ones():
+def choice_ids(catalog) -> set[str]:
+    return {e.choice_id for e in catalog}
+
+
+def test_visible_to_adds_the_users_own_entries_next_to_shared_ones():
     catalog = make_catalog()
     alice = catalog.visible_to("user", "alice")
-    assert ids(alice) == {"torch", "cpu", "vscode", "common", "mine"}
-    assert alice.get("mine").owner == "alice" and alice.get("mine").section == "user"
-    assert catalog.visible_to("user", "bob").get("mine").owner == "carol"
+    assert choice_ids(alice) == {"torch", "cpu", "vscode", "bob/common", "carol/mine", "mine"}
+    assert alice.get("mine", "alice").owner == "alice" and alice.get("mine", "alice").section == "user"
+    assert alice.get("carol/mine", "alice").section == "shared"
+    assert catalog.visible_to("user", "bob").get("mine", "bob") is None  # carol's is "carol/mine"
+    assert catalog.visible_to("user", "bob").get("carol/mine", "bob").owner == "carol"
     assert "bobs" in ids(catalog.visible_to("user", "bob")) and "bobs" not in ids(alice)
     # admins may use every role's entries, but not other users' own sections
     assert "bobs" not in ids(catalog.visible_to("admin", "alice"))
@@ -341,9 +347,11 @@ def test_get():
     assert catalog.visible_to("user").get("old") is None
     assert catalog.visible_to("user").get("rapids") is None
     assert catalog.get("mine", "alice").owner == "alice"
-    assert catalog.get("mine", "bob").owner == "carol"
+    assert catalog.get("mine", "bob") is None and catalog.get("mine") is None  # never a shared entry
+    assert catalog.get("carol/mine", "bob").owner == "carol" and catalog.get("carol/mine").owner == "carol"
     assert catalog.get("bobs", "alice") is None and catalog.get("bobs", "bob").owner == "bob"
-    assert catalog.visible_to("user", "bob").get("mine").owner == "carol"
+    assert catalog.get("bob/bobs") is None and catalog.get("alice/mine") is None  # own entries: plain ids
+    assert catalog.visible_to("user", "bob").get("carol/mine", "bob").owner == "carol"
     assert catalog.get("nope") is None
 
 

@@ -67,15 +67,17 @@ def test_added_entry_loads_and_is_visible_only_to_its_owner(tmp_path):
     add(tmp_path / "store")
     catalog = load_catalog(tmp_path / "site-missing-is-ok", tmp_path / "store")
     assert [p.field for p in catalog.problems] == ["directory"]
-    assert catalog.visible_to("power", "alice").get("mytorch").image == DATA["image"]
-    assert catalog.visible_to("power", "bob").get("mytorch") is None
+    assert catalog.visible_to("power", "alice").get("mytorch", "alice").image == DATA["image"]
+    assert catalog.visible_to("power", "bob").get("mytorch", "bob") is None
 
 
 def test_add_to_shared_section_records_the_owner(tmp_path):
     entry = add(tmp_path, shared=True)
-    assert (entry.section, entry.owner) == ("shared", "alice")
+    assert (entry.section, entry.owner, entry.choice_id) == ("shared", "alice", "alice/mytorch")
+    assert entry.source == str(tmp_path / "shared" / "alice" / "mytorch.yaml")
     catalog = load_catalog(tmp_path / "site", tmp_path)
-    assert catalog.visible_to("user", "bob").get("mytorch").owner == "alice"
+    assert catalog.visible_to("user", "bob").get("alice/mytorch", "bob").owner == "alice"
+    assert catalog.visible_to("user", "bob").get("mytorch", "bob") is None
 
 
 def test_ids_are_unique_per_section(tmp_path):
@@ -85,7 +87,8 @@ def test_ids_are_unique_per_section(tmp_path):
     add(tmp_path, owner="bob")  # another user's section
     add(tmp_path, shared=True)  # the shared section
     error = error_of(tmp_path, DATA, UserEntryConflict, shared=True)
-    assert "already exists in the shared section" in error.message
+    assert "already exists in the shared section of alice" in error.message
+    add(tmp_path, owner="bob", shared=True)  # another owner's shared `mytorch`: "bob/mytorch"
 
 
 def test_site_ids_are_reserved(tmp_path):
@@ -134,7 +137,7 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("data, field, rule", [
     ({**DATA, "id": "My Torch"}, "id", "must be a slug"),
     ({**DATA, "name": ""}, "name", "must not be empty"),
-    ({**DATA, "env": {"LD_PRELOAD": "/x.so"}}, "env.LD_PRELOAD", "shared libraries"),
+    ({**DATA, "env": {"LD_PRELOAD": "/x.so"}}, "env", "set by the site catalog only"),
     ({**DATA, "colour": "red"}, "colour", "unknown field"),
     ({**DATA, "owner": "bob"}, "owner", "set by Carme"),
     ({**DATA, "section": "shared"}, "section", "set by Carme"),
@@ -227,16 +230,19 @@ def test_disable_own_entry(tmp_path):
     assert disable_user_entry(tmp_path, "alice", "mytorch").enabled is False  # idempotent
     assert error_of(tmp_path, DATA, UserEntryConflict).field == "id"  # the id stays taken
     assert enable(tmp_path, "alice", "mytorch").enabled is True
-    assert load_catalog(tmp_path / "site", tmp_path).visible_to("power", "alice").get("mytorch") is not None
+    assert load_catalog(tmp_path / "site", tmp_path).visible_to("power", "alice").get("mytorch", "alice")
 
 
 def test_disable_shared_entry_only_by_owner_or_admin(tmp_path):
     add(tmp_path, shared=True)
     with pytest.raises(UserEntryForbidden) as info:
-        disable_user_entry(tmp_path, "bob", "mytorch", shared=True)
+        disable_user_entry(tmp_path, "alice", "mytorch", shared=True, caller="bob")
     assert info.value.field == "owner" and "belongs to alice" in info.value.message
-    assert disable_user_entry(tmp_path, "bob", "mytorch", shared=True, admin=True).enabled is False
-    assert enable(tmp_path, "alice", "mytorch", shared=True).owner == "alice"
+    with pytest.raises(UserEntryNotFound):
+        disable_user_entry(tmp_path, "bob", "mytorch", shared=True)  # bob shares no `mytorch`
+    entry = disable_user_entry(tmp_path, "alice", "mytorch", shared=True, caller="bob", admin=True)
+    assert entry.enabled is False
+    assert enable(tmp_path, "alice", "mytorch", shared=True, caller="alice").owner == "alice"
 
 
 @pytest.mark.parametrize("entry_id", ["nope", "../users/bob/x", "X"])

@@ -59,3 +59,26 @@ def test_last_choice_is_the_default_when_still_valid():
     d = defaults_from_last_choice(stale, LIMITS, IMAGES)
     assert (d.image, d.gpus, d.partition) == (LIMITS.default_image, 0, "")
     assert d.runtime == "1:00"
+
+
+def test_user_defined_images_show_their_owner_next_to_the_badge():
+    """Finding 5: a shared image cannot pass for a site image on the form."""
+    images = IMAGES + [
+        ImageChoice("dave/torch", "PyTorch 2.5 (GPU)", section="shared", owner="dave"),
+        ImageChoice("mine", "My image", section="user", owner="alice"),
+    ]
+    text = render_options_form(images, LIMITS, FormDefaults(image="base"))
+    radios = [i["value"] for i in parsed(text).inputs if i.get("name") == "image"]
+    assert radios == ["base", "torch", "dave/torch", "mine"]
+    shared_card = text[text.index('value="dave/torch"'):text.index('value="mine"')]
+    assert ">shared</span>" in shared_card and "shared by dave" in shared_card
+    assert "added by alice" in text[text.index('value="mine"'):]
+    assert text.count("carme-image-owner") == 2  # none for the site images
+
+
+def test_without_a_valid_choice_a_site_image_is_preselected_never_a_user_defined_one():
+    shared = ImageChoice("dave/base", "A shared base", section="shared", owner="dave")
+    d = defaults_from_last_choice({"image": "base"}, LIMITS, [shared])
+    assert d.image == ""  # the default image is gone: nothing preselected, the user chooses
+    assert defaults_from_last_choice({}, LIMITS, [shared, IMAGES[1]]).image == "torch"
+    assert defaults_from_last_choice({"image": "dave/base"}, LIMITS, [shared]).image == "dave/base"

@@ -170,7 +170,20 @@ def test_image_choice():
     assert (request.image_id, request.image) == ("torch", "docker://nvcr.io/nvidia/torch:24.01-py3")
 
 
-@pytest.mark.parametrize("value", ["x", "Base", "/opt/carme/images/base.sif", 3, ["base"]])
+def test_a_shared_image_is_chosen_as_owner_slash_id():
+    """Finding 3: the image option is a choice id; a shared image never goes by its bare id."""
+    shared = "docker://nvcr.io/dave/torch:1"
+    limits = validate_limits(dataclasses.replace(LIMITS, allowed_images={**LIMITS.allowed_images, "dave/torch": shared}))
+    request = parse_options({"image": "dave/torch"}, limits)
+    assert (request.image_id, request.image) == ("dave/torch", shared)
+    assert parse_options({"image": "torch"}, limits).image == LIMITS.allowed_images["torch"]
+    for bad in ("dave/torch\n", "dave/", "/torch", "Dave/torch", "a/b/torch", "dave/../torch"):
+        assert error_for({"image": bad}, limits).field == "image", bad
+    with pytest.raises(ValueError, match="<owner>/<id>"):
+        validate_limits(dataclasses.replace(LIMITS, allowed_images={"a/b/c": "/x.sif"}))
+
+
+@pytest.mark.parametrize("value", ["x", "Base", "/opt/carme/images/base.sif", 3, ["base"], "base\n", "x/base"])
 def test_unknown_image(value):
     error = error_for({"image": value})
     assert error.field == "image"

@@ -1,0 +1,182 @@
+"""Spawn latency, one server at a time: Carme step by step, against the floor and batchspawner.
+
+    /opt/carme/venv/bin/python benchmarks/spawn_latency.py [--samples N]
+
+What, in one run on the local SLURM (users alice..erin in turn, one CPU-only server each time,
+partition interactive, 1 CPU, 1024 MiB), each figure the median of N samples:
+
+  floor, jupyter-server            sbatch (as the user) of a bare `jupyter-server` on a known port,
+                                   timed until it answers HTTP: what no spawner can beat
+  floor, jupyterhub-singleuser     the same with the single-user server every hub runs
+                                   (its hub API calls go to the Carme hub of this run)
+  Carme                            POST /hub/api/users/U/server until the hub says ready, and
+                                   the per-step medians from the hub's "Spawn U: ready in" lines
+  batchspawner (default)           plain batchspawner 1.3.0, startup_poll_interval 0.5 s
+  batchspawner (fastest)           startup_poll_interval 0.05 s (each poll is a squeue)
+
+and the ratios of every total to both floors. Any exit cleans up: servers stopped, this
+benchmark's jobs scancelled (names carme-bench-*, bench-batchspawner, bench-floor), hubs
+stopped. Writes benchmarks/results/spawn_latency-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchmarks.squeue_load import BaselineHub, BenchHub, cleanup_jobs  # noqa: E402
+from tests.integration.hub import REPO  # noqa: E402
+
+USERS = ("alice", "bob", "carol", "dave", "erin")
+OPTIONS = {"gpus": 0, "image": "python-cpu"}
+FLOOR_JOB = "bench-floor"
+VENV = Path("/opt/carme/venv/bin")
+STEP_LINE = re.compile(r"Spawn (\w+): ready in ([0-9.]+) s: (.*)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2, allow_redirects=False)
+            return
+        except requests.RequestException:
+            time.sleep(0.02)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def floor_once(user: str, singleuser: bool, hub: BenchHub | None) -> float:
+    """sbatch a bare server as `user` and time it until it answers; then cancel it."""
+    port = free_port()
+    prefix = f"/user/{user}/"
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+    if singleuser:
+        command = f"exec {VENV}/jupyterhub-singleuser --ip=127.0.0.1 --port={port}"
+        env.update(JUPYTERHUB_API_TOKEN=hub.user_token(user), JUPYTERHUB_API_URL=f"http://127.0.0.1:{hub.hub_port}/hub/api",
+                   JUPYTERHUB_BASE_URL="/", JUPYTERHUB_SERVICE_PREFIX=prefix, JUPYTERHUB_USER=user,
+                   JUPYTERHUB_CLIENT_ID=f"jupyterhub-user-{user}", JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}{prefix}")
+        url = f"http://127.0.0.1:{port}{prefix}api"
+    else:
+        command = f"exec {VENV}/jupyter-server --ServerApp.ip=127.0.0.1 --ServerApp.port={port} --no-browser"
+        url = f"http://127.0.0.1:{port}/api"
+    t0 = time.monotonic()
+    out = subprocess.run(
+        ["runuser", "-u", user, "--", "sbatch", "--parsable", "-J", FLOOR_JOB, "-p", "interactive", "-t", "10",
+         "--mem=1024M", "-c", "1", "-o", "/dev/null", "--export=ALL", "--wrap", command],
+        capture_output=True, text=True, check=True, env=env, cwd="/tmp",
+    ).stdout.strip()
+    try:
+        wait_http(url)
+        return time.monotonic() - t0
+    finally:
+        subprocess.run(["scancel", out.split(";")[0]], check=False)
+
+
+def hub_once(hub: BenchHub, user: str) -> float:
+    t0 = time.monotonic()
+    r = hub.start_server(user, OPTIONS)
+    if r.status_code not in (201, 202):
+        raise RuntimeError(f"spawn {user}: HTTP {r.status_code} {r.text}")
+    while True:
+        model = hub.server_model(user)
+        if model and model.get("ready"):
+            took = time.monotonic() - t0
+            break
+        if model and not model.get("pending") and model.get("stopped"):
+            raise RuntimeError(f"{user}'s server stopped while starting\n{hub.log_tail()}")
+        if time.monotonic() - t0 > 300:
+            raise RuntimeError(f"{user}'s server not ready in 300 s")
+        time.sleep(0.05)
+    hub.stop_server(user, timeout=60)
+    return took
+
+
+def step_medians(hub: BenchHub) -> dict[str, float]:
+    steps: dict[str, list[float]] = {}
+    for line in hub.log_path.read_text(errors="replace").splitlines():
+        m = STEP_LINE.search(line)
+        if m:
+            for part in m.group(3).split(", "):
+                name, _, value = part.rpartition(" ")[0].rpartition(" ")
+                steps.setdefault(name, []).append(float(value))
+    return {name: statistics.median(values) for name, values in steps.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=5, help="spawns per variant (default 5)")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    users = [USERS[i % len(USERS)] for i in range(args.samples)]
+    totals: dict[str, list[float]] = {}
+    steps: dict[str, float] = {}
+    carme = BenchHub(slurm_poll_interval=5, ports=(28000, 28081, 28001), job_prefix="carme-bench-")
+    try:
+        cleanup_jobs()
+        print("== Carme hub (its hub API also serves the singleuser floor)", flush=True)
+        carme.start()
+        for user in set(users):
+            carme.ensure_user(user)
+        for name, run in (("floor, jupyter-server", lambda u: floor_once(u, False, None)),
+                          ("floor, jupyterhub-singleuser", lambda u: floor_once(u, True, carme)),
+                          ("Carme", lambda u: hub_once(carme, u))):
+            totals[name] = [run(u) for u in users]
+            print(f"   {name}: {', '.join(f'{t:.2f}' for t in totals[name])} s", flush=True)
+        steps = step_medians(carme)
+    finally:
+        carme.close()
+        cleanup_jobs()
+    for name, poll in (("batchspawner (default, poll 0.5 s)", 0.5), ("batchspawner (fastest, poll 0.05 s)", 0.05)):
+        hub = BaselineHub(30, ports=(28100, 28181, 28101))
+        hub.extra_env["BENCH_STARTUP_POLL_INTERVAL"] = str(poll)
+        try:
+            print(f"== {name}", flush=True)
+            hub.start()
+            totals[name] = [hub_once(hub, u) for u in users]
+            print(f"   {', '.join(f'{t:.2f}' for t in totals[name])} s", flush=True)
+        finally:
+            hub.close()
+            cleanup_jobs()
+
+    medians = {name: statistics.median(values) for name, values in totals.items()}
+    floor, floor_su = medians["floor, jupyter-server"], medians["floor, jupyterhub-singleuser"]
+    print(f"\n{'variant':<38}{'median s':>9}{'min s':>7}{'max s':>7}{'/ floor':>9}{'/ floor su':>11}")
+    for name, values in totals.items():
+        print(f"{name:<38}{medians[name]:>9.2f}{min(values):>7.2f}{max(values):>7.2f}"
+              f"{medians[name] / floor:>9.2f}{medians[name] / floor_su:>11.2f}")
+    print("\nCarme, median seconds since the request, per step:")
+    for name, seconds in steps.items():
+        print(f"  {name:<22}{seconds:>7.3f}")
+    out = HERE / "results" / f"spawn_latency-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(exist_ok=True)
+    slurm = subprocess.run(["scontrol", "--version"], capture_output=True, text=True).stdout.strip()
+    out.write_text(json.dumps({"date": datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+                               "slurm": slurm, "samples": args.samples, "options": OPTIONS, "totals_s": totals,
+                               "medians_s": medians, "carme_steps_median_s": steps}, indent=2) + "\n")
+    print(f"\nresults: {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
