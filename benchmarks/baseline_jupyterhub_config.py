@@ -43,6 +43,7 @@ c.JupyterHub.hub_port = int(env["BENCH_HUB_PORT"])
 c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
 c.JupyterHub.db_url = f"sqlite:///{state_dir / 'jupyterhub.sqlite'}"
 c.JupyterHub.cleanup_servers = False
+c.JupyterHub.allow_named_servers = True  # the storm of spawn_latency.py starts several per user
 c.JupyterHub.services = json.loads(env["BENCH_SERVICES"])
 c.JupyterHub.load_roles = json.loads(env["BENCH_ROLES"])
 c.JupyterHub.authenticator_class = "dummy"

@@ -14,7 +14,9 @@ partition interactive, 1 CPU, 1024 MiB), each figure the median of N samples:
   batchspawner (default)           plain batchspawner 1.3.0, startup_poll_interval 0.5 s
   batchspawner (fastest)           startup_poll_interval 0.05 s (each poll is a squeue)
 
-and the ratios of every total to both floors. Any exit cleans up: servers stopped, this
+and the ratios of every total to both floors. Then a storm: --storm servers (named servers of
+alice..erin) asked for at once, each timed from the common start to ready, on Carme and on
+batchspawner at its fastest. Any exit cleans up: servers stopped, this
 benchmark's jobs scancelled (names carme-bench-*, bench-batchspawner, bench-floor), hubs
 stopped. Writes benchmarks/results/spawn_latency-<date>.json.
 """
@@ -32,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -112,6 +115,29 @@ def hub_once(hub: BenchHub, user: str) -> float:
     return took
 
 
+def storm(hub: BenchHub, size: int) -> list[float]:
+    """`size` servers asked for at once; seconds from the common start until each is ready."""
+    servers = [(USERS[i % len(USERS)], f"s{i // len(USERS) + 1}") for i in range(size)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(size) as pool:
+        for r in pool.map(lambda us: hub.start_server(us[0], OPTIONS, server=us[1]), servers):
+            if r.status_code not in (201, 202):
+                raise RuntimeError(f"storm spawn: HTTP {r.status_code} {r.text}")
+    ready: dict[tuple[str, str], float] = {}
+    while len(ready) < size:
+        if time.monotonic() - t0 > 600:
+            raise RuntimeError(f"storm: only {len(ready)} of {size} ready in 600 s")
+        for user in USERS:
+            r = hub.session.get(f"{hub.api}/users/{user}")
+            for name, model in (r.json().get("servers") or {}).items():
+                if (user, name) in servers and model.get("ready") and (user, name) not in ready:
+                    ready[(user, name)] = time.monotonic() - t0
+        time.sleep(0.1)
+    for user, name in servers:
+        hub.stop_server(user, name, timeout=120)
+    return sorted(ready.values())
+
+
 def step_medians(hub: BenchHub) -> dict[str, float]:
     steps: dict[str, list[float]] = {}
     for line in hub.log_path.read_text(errors="replace").splitlines():
@@ -126,10 +152,12 @@ def step_medians(hub: BenchHub) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5, help="spawns per variant (default 5)")
+    parser.add_argument("--storm", type=int, default=12, help="servers asked for at once (default 12, at most 15)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     users = [USERS[i % len(USERS)] for i in range(args.samples)]
     totals: dict[str, list[float]] = {}
+    storms: dict[str, list[float]] = {}
     steps: dict[str, float] = {}
     carme = BenchHub(slurm_poll_interval=5, ports=(28000, 28081, 28001), job_prefix="carme-bench-")
     try:
@@ -144,6 +172,8 @@ def main() -> int:
             totals[name] = [run(u) for u in users]
             print(f"   {name}: {', '.join(f'{t:.2f}' for t in totals[name])} s", flush=True)
         steps = step_medians(carme)
+        storms["Carme"] = storm(carme, args.storm)
+        print(f"   storm of {args.storm}: median {statistics.median(storms['Carme']):.1f} s", flush=True)
     finally:
         carme.close()
         cleanup_jobs()
@@ -155,6 +185,9 @@ def main() -> int:
             hub.start()
             totals[name] = [hub_once(hub, u) for u in users]
             print(f"   {', '.join(f'{t:.2f}' for t in totals[name])} s", flush=True)
+            if poll == 0.05:
+                storms[name] = storm(hub, args.storm)
+                print(f"   storm of {args.storm}: median {statistics.median(storms[name]):.1f} s", flush=True)
         finally:
             hub.close()
             cleanup_jobs()
@@ -165,6 +198,12 @@ def main() -> int:
     for name, values in totals.items():
         print(f"{name:<38}{medians[name]:>9.2f}{min(values):>7.2f}{max(values):>7.2f}"
               f"{medians[name] / floor:>9.2f}{medians[name] / floor_su:>11.2f}")
+    print(f"\nstorm of {args.storm} servers at once, seconds from the start until ready:")
+    for name, values in storms.items():
+        print(f"  {name:<38} median {statistics.median(values):6.1f}   max {max(values):6.1f}")
+    if len(storms) == 2:
+        a, b = (statistics.median(v) for v in storms.values())
+        print(f"  Carme / batchspawner (fastest): {a / b:.2f}")
     print("\nCarme, median seconds since the request, per step:")
     for name, seconds in steps.items():
         print(f"  {name:<22}{seconds:>7.3f}")
@@ -173,7 +212,8 @@ def main() -> int:
     slurm = subprocess.run(["scontrol", "--version"], capture_output=True, text=True).stdout.strip()
     out.write_text(json.dumps({"date": datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
                                "slurm": slurm, "samples": args.samples, "options": OPTIONS, "totals_s": totals,
-                               "medians_s": medians, "carme_steps_median_s": steps}, indent=2) + "\n")
+                               "medians_s": medians, "carme_steps_median_s": steps,
+                               "storm_size": args.storm, "storm_ready_s": storms}, indent=2) + "\n")
     print(f"\nresults: {out.relative_to(REPO)}")
     return 0
 
