@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 
+from .gres import parse_gres, parse_tres
+
 #: states in which a job still holds (or waits for) resources
 ACTIVE_STATES = frozenset(
     {
@@ -29,9 +31,6 @@ TERMINAL_STATES = frozenset(
 
 _JOB_ID = re.compile(r"[0-9]{1,12}")
 _PARSABLE = re.compile(r"([0-9]{1,12})(?:;[A-Za-z0-9_-]{1,64})?")  # "ID" or "ID;cluster"
-#: GPUs in TRES texts: "gres/gpu=2" (tres_alloc_str) or "gres:gpu:2" / "gres/gpu:a100:2" (tres_per_node)
-_GPU_TRES = re.compile(r"gres/gpu(?::[^=,]+)?=([0-9]+)")
-_GPU_PER_NODE = re.compile(r"gres[:/]gpu(?::[A-Za-z0-9_.-]+)?:([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -143,19 +142,19 @@ def _exit(raw) -> tuple[int | None, int | None]:
 
 
 def _gpus(raw: dict) -> int:
-    """GPUs of a job: allocated ones once it runs (typed entries counted once), else those asked for."""
-    alloc = str(raw.get("tres_alloc_str") or "")
-    untyped = re.search(r"gres/gpu=([0-9]+)", alloc)
-    if untyped:
-        return int(untyped[1])
-    typed = _GPU_TRES.findall(alloc)
-    if typed:
-        return sum(int(n) for n in typed)
-    nodes = _number(raw.get("node_count")) or 1
-    for key in ("tres_per_node", "tres_per_job"):
-        found = _GPU_PER_NODE.findall(str(raw.get(key) or ""))
-        if found:
-            return sum(int(n) for n in found) * (nodes if key == "tres_per_node" else 1)
+    """GPUs of a job: allocated ones once it runs (tres_alloc_str "gres/gpu=N", all types together),
+    else those asked for (tres_per_node "gres:gpu:N", times the nodes, or tres_per_job)."""
+    try:
+        allocated = parse_tres(raw.get("tres_alloc_str"))
+        if "gres/gpu" in allocated:
+            return allocated["gres/gpu"]
+        nodes = _number(raw.get("node_count")) or 1
+        for key, factor in (("tres_per_node", nodes), ("tres_per_job", 1)):
+            asked = sum(g.count for g in parse_gres(raw.get(key)) if g.name == "gpu")
+            if asked:
+                return asked * factor
+    except ValueError:  # a TRES text Carme cannot read counts no GPUs; the job itself is still listed
+        return 0
     return 0
 
 

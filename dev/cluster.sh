@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The local development cluster: a real SLURM 22.05 (Debian's slurm-wlm) with two nodes on this
-# host, four fake GPUs each, two partitions and a few unix test users.
+# host, four fake GPUs each, two partitions, a few unix test users, and real accounting: slurmdbd
+# on a MariaDB (both from Debian) with the cluster, an account and every test user's association.
 #
-#   dev/cluster.sh up      install what is missing, write the config, start munged/slurmctld/slurmd,
-#                          wait until both nodes are idle (idempotent: safe to run again)
+#   dev/cluster.sh up      install what is missing, write the config, start munged/MariaDB/slurmdbd/
+#                          slurmctld/slurmd, add the associations, wait until both nodes are idle
+#                          (idempotent: safe to run again)
 #   dev/cluster.sh down    stop the daemons (the state dir stays)
 #   dev/cluster.sh status  sinfo + squeue
 #
@@ -20,6 +22,9 @@ CPUS_PER_NODE=8
 MEM_PER_NODE_MB=8192
 # name uid: the same numbers the test LDAP directory (dev/ldap.sh) uses (uidNumber), as sssd/nslcd would
 TEST_USERS=("alice 10001" "bob 10002" "carol 10003" "dave 10004" "erin 10005" "admin 10010")
+DBD_PORT=6830     # slurmdbd (6817 slurmctld, 6818/6819 the slurmds)
+MARIADB_PORT=3307 # the dev cluster's own MariaDB, on 127.0.0.1 only
+ACCOUNT=carme-dev # the SLURM account every test user (and root) is associated with
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -28,7 +33,7 @@ die() { printf 'cluster: ERROR: %s\n' "$*" >&2; exit 1; }
 
 install_packages() {
     local missing=()
-    for pkg in slurm-wlm munge bubblewrap; do
+    for pkg in slurm-wlm munge bubblewrap slurmdbd mariadb-server; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -82,7 +87,13 @@ SlurmdLogFile=$STATE/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
+AccountingStorageTRES=gres/gpu
+AccountingStorageEnforce=associations,limits,qos,safe
+PriorityType=priority/multifactor
+PriorityUsageResetPeriod=MONTHLY
 JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none
@@ -127,6 +138,93 @@ EOF
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+mariadb_sql() { mariadb --socket="$STATE/mariadb/run/mysqld.sock" -u root -e "$1"; }
+
+start_mariadb() {
+    local dir="$STATE/mariadb" i
+    mkdir -p "$dir/data" "$dir/run"
+    chown -R mysql:mysql "$dir"
+    if [ ! -d "$dir/data/mysql" ]; then
+        mariadb-install-db --user=mysql --datadir="$dir/data" --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
+            || { cat "$dir/install.log" >&2; die "mariadb-install-db failed"; }
+        log "MariaDB data directory made in $dir/data"
+    fi
+    if ! pid_alive "$dir/run/mysqld.pid"; then
+        runuser -u mysql -- /usr/sbin/mariadbd --datadir="$dir/data" --socket="$dir/run/mysqld.sock" \
+            --pid-file="$dir/run/mysqld.pid" --bind-address=127.0.0.1 --port=$MARIADB_PORT --skip-name-resolve \
+            --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 >>"$dir/mariadbd.log" 2>&1 &
+        for ((i = 0; i < 60; i++)); do
+            mariadb_sql "SELECT 1" >/dev/null 2>&1 && break
+            sleep 0.5
+        done
+        mariadb_sql "SELECT 1" >/dev/null 2>&1 || { tail -n 20 "$dir/mariadbd.log" >&2; die "MariaDB did not start"; }
+        log "MariaDB started on 127.0.0.1:$MARIADB_PORT"
+    fi
+}
+
+write_slurmdbd_config() {
+    # the database password lives in a root-only file and in slurmdbd.conf (mode 0600, as slurmdbd requires)
+    local secret="$STATE/secrets/slurmdbd-db-password" password
+    mkdir -p "$STATE/secrets" && chmod 0700 "$STATE/secrets"
+    [ -s "$secret" ] || (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$secret")
+    password=$(cat "$secret")
+    mariadb_sql "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+                 ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+                 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"
+    (
+        umask 077
+        cat >"$STATE/etc/slurmdbd.conf.new" <<EOF
+# Written by dev/cluster.sh: the Carme development cluster's accounting. Do not edit; edit the script.
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$MARIADB_PORT
+StorageUser=slurm
+StoragePass=$password
+StorageLoc=slurm_acct_db
+LogFile=$STATE/log/slurmdbd.log
+PidFile=$STATE/run/slurmdbd.pid
+EOF
+    )
+    mv "$STATE/etc/slurmdbd.conf.new" "$STATE/etc/slurmdbd.conf"
+    ln -sfn "$STATE/etc/slurmdbd.conf" /etc/slurm/slurmdbd.conf
+}
+
+start_slurmdbd() {
+    local i
+    if ! pid_alive "$STATE/run/slurmdbd.pid"; then
+        /usr/sbin/slurmdbd
+        log "slurmdbd started"
+    fi
+    for ((i = 0; i < 60; i++)); do
+        sacctmgr -n list cluster >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    tail -n 20 "$STATE/log/slurmdbd.log" >&2
+    die "slurmdbd does not answer"
+}
+
+make_associations() {
+    # idempotent: only what is missing is added
+    local entry name users=(root)
+    sacctmgr -n -P list cluster format=cluster | grep -qx carme-dev || sacctmgr -i add cluster carme-dev >/dev/null
+    sacctmgr -n -P list account format=account | grep -qx "$ACCOUNT" \
+        || sacctmgr -i add account "$ACCOUNT" cluster=carme-dev description="Carme development" organization=carme >/dev/null
+    for entry in "${TEST_USERS[@]}"; do
+        read -r name _ <<<"$entry"
+        users+=("$name")
+    done
+    for name in "${users[@]}"; do
+        sacctmgr -n -P list assoc user="$name" account="$ACCOUNT" format=user | grep -qx "$name" \
+            || sacctmgr -i add user "$name" account="$ACCOUNT" cluster=carme-dev >/dev/null
+    done
+    log "accounting: cluster carme-dev, account $ACCOUNT, associations for ${users[*]}"
+}
 
 start_munge() {
     mkdir -p /run/munge && chown munge:munge /run/munge && chmod 0755 /run/munge
@@ -185,8 +283,10 @@ stop_all() {
         pid_alive "$STATE/run/slurmd-$node.pid" && kill "$(cat "$STATE/run/slurmd-$node.pid")" || true
     done
     pid_alive "$STATE/run/slurmctld.pid" && kill "$(cat "$STATE/run/slurmctld.pid")" || true
+    pid_alive "$STATE/run/slurmdbd.pid" && kill "$(cat "$STATE/run/slurmdbd.pid")" || true
+    pid_alive "$STATE/mariadb/run/mysqld.pid" && kill "$(cat "$STATE/mariadb/run/mysqld.pid")" || true
     sleep 1
-    log "slurm daemons stopped"
+    log "slurm daemons, slurmdbd and MariaDB stopped"
 }
 
 case "${1:-up}" in
@@ -196,6 +296,10 @@ up)
     make_fake_gpus
     write_config
     start_munge
+    start_mariadb
+    write_slurmdbd_config
+    start_slurmdbd
+    make_associations
     if pid_alive "$STATE/run/slurmctld.pid"; then scontrol reconfigure >/dev/null 2>&1 || true; fi
     start_slurm
     wait_idle
