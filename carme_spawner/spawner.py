@@ -344,6 +344,12 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     async def _log_steps(self, steps: SpawnSteps, job_id: str) -> None:
         """Once the hub has routed the server: the spawn's step times in one log line and the
         histogram (off the spawn's path: the job's output is read only now)."""
+        try:
+            await self._wait_and_log_steps(steps, job_id)
+        except Exception as e:  # timing is a report: it must never disturb the server
+            self.log.info("Spawn %s: no step times: %s", self._log_name, e)
+
+    async def _wait_and_log_steps(self, steps: SpawnSteps, job_id: str) -> None:
         deadline = time.monotonic() + self.http_timeout
         while not self.ready and time.monotonic() < deadline and self.job_id == job_id:
             await asyncio.sleep(0.02)
