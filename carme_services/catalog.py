@@ -36,7 +36,6 @@ from urllib.parse import quote
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Float, List, Unicode
-from traitlets.config import Config
 
 from carme_core.roles import ADMIN, POWER, role_of_model
 from container_catalog import (
@@ -121,13 +120,6 @@ def entry_json(entry: CatalogEntry) -> dict:
     data = entry.to_dict()
     data.update(section=entry.section, owner=entry.owner, enabled=entry.enabled, choice_id=entry.choice_id)
     return data
-
-
-def owner_label(entry: CatalogEntry) -> str:
-    """"shared by dave" / "added by dave" for a user-defined entry, "" for a site entry."""
-    if not entry.user_defined:
-        return ""
-    return f"{'shared' if entry.section == 'shared' else 'added'} by {entry.owner}"
 
 
 def _status(error: UserEntryError) -> int:
@@ -235,7 +227,7 @@ class _PageEntry:
     def __init__(self, entry: CatalogEntry):
         self.id, self.name, self.description = entry.choice_id, entry.name, entry.description
         self.image, self.gpu, self.section, self.owner = entry.image, entry.gpu, entry.section, entry.owner
-        self.owner_label = owner_label(entry)
+        self.owner_label = entry.owner_label
         self.tag_texts = [f"{k}: {v}" if v else k for k, v in entry.tags]
 
 
@@ -302,8 +294,7 @@ class ProblemsHandler(CatalogHandler):
 
 
 def hub_service(settings: ServiceSettings) -> dict:
-    values = checked_settings(CatalogService, settings)
-    app = CatalogService(config=Config({"CatalogService": values}))  # its defaults, for the spawner's settings
+    values, app = checked_settings(CatalogService, settings)  # app: its defaults, for the spawner's settings
     return {
         "service": service_spec(CatalogService, settings, values, url=values.get("url", "http://127.0.0.1:10102"),
                                 allowed_scopes=[WRITE_SCOPE], display=True),

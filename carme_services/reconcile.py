@@ -273,7 +273,7 @@ class OrphansHandler(CarmeServiceHandler):
 
 
 def hub_service(settings: ServiceSettings) -> dict:
-    values = checked_settings(ReconcileService, settings)
+    values, _ = checked_settings(ReconcileService, settings)
     return {
         "service": service_spec(ReconcileService, settings, values, url=values.get("url", "http://127.0.0.1:10101"),
                                 allowed_scopes=[READ_SCOPE], display=False),

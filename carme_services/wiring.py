@@ -46,8 +46,9 @@ class ServiceSettings:
     python: str = sys.executable
 
 
-def checked_settings(cls, settings: ServiceSettings) -> dict:
-    """The service's settings if `cls` accepts them; ValueError naming the section and setting otherwise."""
+def checked_settings(cls, settings: ServiceSettings) -> tuple[dict, object]:
+    """The service's settings and the service built from them, if `cls` accepts them; ValueError
+    naming the section and setting otherwise."""
     where = f"carme.{settings.key}"
     values = settings.values
     if values is True or values is None:
@@ -67,7 +68,7 @@ def checked_settings(cls, settings: ServiceSettings) -> dict:
             getattr(app, name)
         except TraitError as e:
             raise ValueError(f"{where}.{name}: {e}") from None
-    return dict(values)
+    return dict(values), app
 
 
 def service_spec(cls, settings: ServiceSettings, values: dict, *, url: str, allowed_scopes: list[str],

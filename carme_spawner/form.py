@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import jinja2
 
+from container_catalog import owner_label
+
 from .options import SpawnLimits, format_duration, route_partition
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -34,10 +36,7 @@ class ImageChoice:
 
     @property
     def owner_label(self) -> str:
-        """"shared by dave" / "added by dave" for a user-defined image, "" for a site image."""
-        if self.section == "site" or not self.owner:
-            return ""
-        return f"{'shared' if self.section == 'shared' else 'added'} by {self.owner}"
+        return owner_label(self.section, self.owner)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .loader import load_catalog, read_entries_file
 from .schema import (
     RUNNABLE_INTERFACES,
     SECTIONS,
+    owner_label,
     BindMount,
     CatalogEntry,
     CatalogProblem,
@@ -55,7 +56,7 @@ EXAMPLE_CATALOG = Path(__file__).parent / "example"
 __all__ = [
     "BindMount", "CHOICE_ID", "Catalog", "CatalogEntry", "CatalogProblem", "CatalogSource", "EXAMPLE_CATALOG",
     "GPU_MODES", "IMAGE_SCHEMES", "INTERFACES", "ImageReferenceError", "InvalidEntry", "ROLES",
-    "RUNNABLE_INTERFACES", "SECTIONS", "UserEntryConflict", "UserEntryError",
+    "RUNNABLE_INTERFACES", "SECTIONS", "owner_label", "UserEntryConflict", "UserEntryError",
     "UserEntryForbidden", "UserEntryNotFound", "UserEntryRules", "add_user_entry", "check_image_reference",
     "check_user_image_reference", "disable_user_entry", "load_catalog",
     "enable_user_entry", "parse_entry", "read_entries_file",

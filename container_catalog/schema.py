@@ -76,6 +76,14 @@ class BindMount:
         return self.spec
 
 
+def owner_label(section: str, owner: str | None) -> str:
+    """"shared by dave" / "added by dave" for a user-defined entry, "" for a site entry (shown next to
+    its badge on the form and the catalog page)."""
+    if section not in USER_SECTIONS or not owner:
+        return ""
+    return f"{'shared' if section == 'shared' else 'added'} by {owner}"
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One validated container image of the catalog."""
@@ -119,6 +127,10 @@ class CatalogEntry:
     @property
     def user_defined(self) -> bool:
         return self.section in USER_SECTIONS
+
+    @property
+    def owner_label(self) -> str:
+        return owner_label(self.section, self.owner)
 
     @property
     def choice_id(self) -> str:

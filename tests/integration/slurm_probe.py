@@ -30,8 +30,10 @@ def batch_script(job_id: str) -> str:
 
 
 def cancel_all(prefix: str) -> None:
-    r = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True)
-    ids = [line.split()[0] for line in r.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(prefix)]
+    try:
+        ids = carme_jobs(prefix)
+    except subprocess.CalledProcessError:  # clean-up goes on while SLURM does not answer
+        return
     if ids:
         subprocess.run(["scancel", *ids], check=False)
 

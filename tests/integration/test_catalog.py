@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -46,8 +45,7 @@ def hub(cluster, catalog_dir):
 
 
 def carme_jobs() -> list[str]:
-    r = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=True)
-    return sorted(line.split()[0] for line in r.stdout.splitlines() if line.split()[1].startswith("carme-test-"))
+    return sorted(slurm_probe.carme_jobs("carme-test-"))
 
 
 def service(hub) -> str:
