@@ -116,23 +116,33 @@ def hub_once(hub: BenchHub, user: str) -> float:
 
 
 def storm(hub: BenchHub, size: int) -> list[float]:
-    """`size` servers asked for at once; seconds from the common start until each is ready."""
+    """`size` servers asked for at once; seconds from the common start until each is ready.
+
+    The requests run in threads while this thread watches the servers: a POST may itself take
+    seconds (the hub answers it once the spawn is done or slow_spawn_timeout passed), and a
+    server that is ready meanwhile must count as ready then, not when the last POST returned.
+    """
     servers = [(USERS[i % len(USERS)], f"s{i // len(USERS) + 1}") for i in range(size)]
     t0 = time.monotonic()
-    with ThreadPoolExecutor(size) as pool:
-        for r in pool.map(lambda us: hub.start_server(us[0], OPTIONS, server=us[1]), servers):
-            if r.status_code not in (201, 202):
-                raise RuntimeError(f"storm spawn: HTTP {r.status_code} {r.text}")
+    pool = ThreadPoolExecutor(size)
+    posts = [pool.submit(hub.start_server, user, OPTIONS, server=name) for user, name in servers]
     ready: dict[tuple[str, str], float] = {}
-    while len(ready) < size:
-        if time.monotonic() - t0 > 600:
-            raise RuntimeError(f"storm: only {len(ready)} of {size} ready in 600 s")
-        for user in USERS:
-            r = hub.session.get(f"{hub.api}/users/{user}")
-            for name, model in (r.json().get("servers") or {}).items():
-                if (user, name) in servers and model.get("ready") and (user, name) not in ready:
-                    ready[(user, name)] = time.monotonic() - t0
-        time.sleep(0.1)
+    try:
+        while len(ready) < size:
+            if time.monotonic() - t0 > 600:
+                raise RuntimeError(f"storm: only {len(ready)} of {size} ready in 600 s")
+            for post in (p for p in posts if p.done()):
+                r = post.result()
+                if r.status_code not in (201, 202):
+                    raise RuntimeError(f"storm spawn: HTTP {r.status_code} {r.text}")
+            for user in sorted({u for u, _ in servers}):
+                r = hub.session.get(f"{hub.api}/users/{user}")
+                for name, model in (r.json().get("servers") or {}).items():
+                    if (user, name) in servers and model.get("ready") and (user, name) not in ready:
+                        ready[(user, name)] = time.monotonic() - t0
+            time.sleep(0.1)
+    finally:
+        pool.shutdown(wait=True)
     for user, name in servers:
         hub.stop_server(user, name, timeout=120)
     return sorted(ready.values())
@@ -149,58 +159,68 @@ def step_medians(hub: BenchHub) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in steps.items()}
 
 
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=5, help="spawns per variant (default 5)")
+    parser.add_argument("--samples", type=int, default=10, help="spawns per variant (default 10)")
     parser.add_argument("--storm", type=int, default=12, help="servers asked for at once (default 12, at most 15)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    users = [USERS[i % len(USERS)] for i in range(args.samples)]
     totals: dict[str, list[float]] = {}
     storms: dict[str, list[float]] = {}
     steps: dict[str, float] = {}
     carme = BenchHub(slurm_poll_interval=5, ports=(28000, 28081, 28001), job_prefix="carme-bench-")
+    baselines = {}
+    for name, poll, ports in (("batchspawner (default, poll 0.5 s)", 0.5, (28100, 28181, 28101)),
+                              ("batchspawner (fastest, poll 0.05 s)", 0.05, (28200, 28281, 28201))):
+        baselines[name] = BaselineHub(30, ports=ports)
+        baselines[name].extra_env["BENCH_STARTUP_POLL_INTERVAL"] = str(poll)
+    hubs = [carme, *baselines.values()]
+    variants = {
+        "floor, jupyter-server": lambda u: floor_once(u, False, None),
+        "floor, jupyterhub-singleuser": lambda u: floor_once(u, True, carme),
+        "Carme": lambda u: hub_once(carme, u),
+        **{name: (lambda u, hub=hub: hub_once(hub, u)) for name, hub in baselines.items()},
+    }
+    names = list(variants)
     try:
         cleanup_jobs()
-        print("== Carme hub (its hub API also serves the singleuser floor)", flush=True)
-        carme.start()
-        for user in set(users):
-            carme.ensure_user(user)
-        for name, run in (("floor, jupyter-server", lambda u: floor_once(u, False, None)),
-                          ("floor, jupyterhub-singleuser", lambda u: floor_once(u, True, carme)),
-                          ("Carme", lambda u: hub_once(carme, u))):
-            totals[name] = [run(u) for u in users]
-            print(f"   {name}: {', '.join(f'{t:.2f}' for t in totals[name])} s", flush=True)
-        steps = step_medians(carme)
-        storms["Carme"] = storm(carme, args.storm)
-        print(f"   storm of {args.storm}: median {statistics.median(storms['Carme']):.1f} s", flush=True)
-    finally:
-        carme.close()
-        cleanup_jobs()
-    for name, poll in (("batchspawner (default, poll 0.5 s)", 0.5), ("batchspawner (fastest, poll 0.05 s)", 0.05)):
-        hub = BaselineHub(30, ports=(28100, 28181, 28101))
-        hub.extra_env["BENCH_STARTUP_POLL_INTERVAL"] = str(poll)
-        try:
-            print(f"== {name}", flush=True)
+        print("== hubs: Carme (its hub API also serves the singleuser floor) and batchspawner at two settings", flush=True)
+        for hub in hubs:
             hub.start()
-            totals[name] = [hub_once(hub, u) for u in users]
-            print(f"   {', '.join(f'{t:.2f}' for t in totals[name])} s", flush=True)
-            if poll == 0.05:
-                storms[name] = storm(hub, args.storm)
-                print(f"   storm of {args.storm}: median {statistics.median(storms[name]):.1f} s", flush=True)
-        finally:
-            hub.close()
+            for user in USERS:
+                hub.ensure_user(user)
+        # interleaved: sample i runs every variant once, in an order rotated by i, so a slow
+        # minute of the machine falls on all of them alike
+        for i in range(args.samples):
+            user = USERS[i % len(USERS)]
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                totals.setdefault(name, []).append(variants[name](user))
+            print(f"   sample {i + 1}: " + ", ".join(f"{n.split(' (')[0]} {totals[n][-1]:.2f}" for n in names), flush=True)
+        steps = step_medians(carme)
+        for name, hub in (("Carme", carme), ("batchspawner (fastest, poll 0.05 s)", baselines[names[-1]])):
+            storms[name] = storm(hub, args.storm)
+            print(f"   storm of {args.storm}, {name}: median {statistics.median(storms[name]):.1f} s", flush=True)
             cleanup_jobs()
+    finally:
+        for hub in hubs:
+            hub.close()
+        cleanup_jobs()
 
     medians = {name: statistics.median(values) for name, values in totals.items()}
     floor, floor_su = medians["floor, jupyter-server"], medians["floor, jupyterhub-singleuser"]
-    print(f"\n{'variant':<38}{'median s':>9}{'min s':>7}{'max s':>7}{'/ floor':>9}{'/ floor su':>11}")
+    print(f"\n{'variant':<38}{'median s':>9}{'p95 s':>7}{'min s':>7}{'max s':>7}{'/ floor':>9}{'/ floor su':>11}")
     for name, values in totals.items():
-        print(f"{name:<38}{medians[name]:>9.2f}{min(values):>7.2f}{max(values):>7.2f}"
+        print(f"{name:<38}{medians[name]:>9.2f}{p95(values):>7.2f}{min(values):>7.2f}{max(values):>7.2f}"
               f"{medians[name] / floor:>9.2f}{medians[name] / floor_su:>11.2f}")
+    fastest = medians[names[-1]]
+    print(f"\nCarme / batchspawner (fastest): {medians['Carme'] / fastest:.2f}")
     print(f"\nstorm of {args.storm} servers at once, seconds from the start until ready:")
     for name, values in storms.items():
-        print(f"  {name:<38} median {statistics.median(values):6.1f}   max {max(values):6.1f}")
+        print(f"  {name:<38} median {statistics.median(values):6.1f}   p95 {p95(values):6.1f}   max {max(values):6.1f}")
     if len(storms) == 2:
         a, b = (statistics.median(v) for v in storms.values())
         print(f"  Carme / batchspawner (fastest): {a / b:.2f}")

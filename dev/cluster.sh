@@ -98,7 +98,9 @@ JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=2
+# batch_sched_delay=0: a submitted job starts at the controller's next scheduling tick (<= 1 s)
+# instead of waiting up to 3 s (SLURM's default) for the backfill pass: an interactive spawn waits on it
+SchedulerParameters=bf_interval=2,batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
