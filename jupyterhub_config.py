@@ -3,7 +3,7 @@
     CARME_SETTINGS=/etc/carme/carme.yaml jupyterhub -f jupyterhub_config.py
 
 The settings file (see carme.example.yaml) has a `carme:` section for Carme's own wiring and one
-section per configurable class (JupyterHub, CarmeSpawner, SlurmView, CarmeRoles, ...) whose keys
+section per configurable class (JupyterHub, CarmeSpawner, SlurmView, CarmeRoles, CarmeQuota, ...) whose keys
 are that class's traitlets, documented by `jupyterhub --help-all`. Under `carme:`, a key naming
 an installed service (entry point group `carme.services`) enables it; its keys are the service's
 traitlets (`python -m carme_services.<name> --help-all`), and the service declares its own hub
@@ -50,11 +50,12 @@ def configurable_classes() -> dict:
 
     from carme_auth import CarmeLDAPAuthenticator
     from carme_core.roles import CarmeRoles
+    from carme_quota.settings import CarmeQuota
     from carme_slurm import SlurmView
     from carme_spawner import CarmeSpawner
 
     classes = [JupyterHub, Authenticator, DummyAuthenticator, CarmeLDAPAuthenticator, ConfigurableHTTPProxy, Spawner,
-               CarmeSpawner, SlurmView, CarmeRoles]
+               CarmeSpawner, SlurmView, CarmeRoles, CarmeQuota]
     try:  # sites that offer Carme as one profile among others
         from wrapspawner import ProfilesSpawner, WrapSpawner
 

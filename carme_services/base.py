@@ -97,7 +97,7 @@ class HubClient:
             offset = following["offset"]
 
     async def slurm(self, kind: str) -> dict:
-        """The hub's view of SLURM: `jobs`, `nodes` or `reservations`, with the snapshot's health."""
+        """The hub's view of SLURM: `jobs`, `nodes`, `reservations` or `usage`, with the snapshot's health."""
         return await self.get(f"carme/slurm/{kind}")
 
 

@@ -2,7 +2,8 @@
 
 Nothing here goes through a shell. A failure raises `SlurmCommandError` carrying the exit code
 and stderr, so callers can tell "SLURM did not answer" from "SLURM said the job is gone".
-Queries (`squeue_all`, `sinfo_nodes`, `show_reservations`) are for the hub's one view
+Queries (`squeue_all`, `sinfo_nodes`, `show_reservations`, and accounting: `sshare_usage`,
+`sacct_jobs_since`) are for the hub's one view
 (`carme_slurm.view`); everything else in Carme reads that view. Changes (`sbatch`, `scancel`)
 are for whoever changes SLURM.
 """
@@ -11,7 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import datetime
 
+from .accounting import (
+    SACCT_FIELDS,
+    SSHARE_FIELDS,
+    AccountedJob,
+    AssociationUsage,
+    parse_sacct,
+    parse_sshare,
+)
 from .jobs import SlurmJob, parse_sbatch_output, parse_squeue_json, valid_job_id
 from .nodes import SlurmNode, parse_sinfo_json
 from .reservations import SlurmReservation, parse_reservations_text
@@ -80,6 +90,18 @@ async def sinfo_nodes(timeout: float = 30) -> list[SlurmNode]:
 async def show_reservations(timeout: float = 30) -> list[SlurmReservation]:
     """Every reservation (`scontrol -o show reservation`: 22.05 has no JSON for reservations)."""
     return await _parsed(["scontrol", "-o", "show", "reservation"], parse_reservations_text, timeout)
+
+
+async def sshare_usage(timeout: float = 30) -> list[AssociationUsage]:
+    """Every association's usage this period (slurmdbd's figures, as slurmctld keeps them)."""
+    return await _parsed(["sshare", "-a", "-P", "-o", ",".join(SSHARE_FIELDS)], parse_sshare, timeout)
+
+
+async def sacct_jobs_since(since: datetime, timeout: float = 30) -> list[AccountedJob]:
+    """All users' jobs (allocations only) from `since` until now: a bounded window, never all of history."""
+    argv = ["sacct", "-a", "-X", "-P", "-S", since.strftime("%Y-%m-%dT%H:%M:%S"), "-E", "now",
+            "-o", ",".join(SACCT_FIELDS)]
+    return await _parsed(argv, parse_sacct, timeout)
 
 
 # ---- changes ---------------------------------------------------------------------------------------

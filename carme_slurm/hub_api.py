@@ -3,6 +3,7 @@
     GET /hub/api/carme/slurm/jobs           every job squeue lists, Carme's marked (scope custom:carme-slurm:read)
     GET /hub/api/carme/slurm/nodes          nodes with GPUs per type (total, allocated, free), and totals
     GET /hub/api/carme/slurm/reservations   SLURM's reservations
+    GET /hub/api/carme/slurm/usage          every association's GPU-minutes this period (sshare)
     GET /hub/api/carme/status               is SLURM answering the view (admin:servers)
 
 Each answer carries its snapshot's health (when it began, whether SLURM answers, the last error),
@@ -20,7 +21,7 @@ from carme_core.roles import ADMIN
 from .view import VIEW_SCOPE, SlurmView
 
 STATUS_PATH = r"/api/carme/status"
-VIEW_PATH = r"/api/carme/slurm/(jobs|nodes|reservations)"
+VIEW_PATH = r"/api/carme/slurm/(jobs|nodes|reservations|usage)"
 
 
 def hub_view(handler) -> SlurmView:
@@ -35,6 +36,8 @@ class SlurmViewHandler(APIHandler):
             raise web.HTTPError(403, f"the {VIEW_SCOPE} scope is needed to read Carme's view of SLURM")
         view = hub_view(self)
         reflector = getattr(view, kind)
+        if reflector not in view.reflectors:
+            raise web.HTTPError(404, f"the hub does not read SLURM's {kind} (SlurmView.accounting_interval is 0)")
         if reflector.snapshot_started == 0:  # the hub just started: wait for the first answer
             await reflector.wait_for_snapshot(0, timeout=view.command_timeout, kick=False)
         self.finish(getattr(view, f"{kind}_document")())
@@ -67,7 +70,7 @@ def install() -> None:
 def hub_wiring(admin_users) -> dict:
     """The custom scope of the view and the role that gives it to the hub's admins."""
     return {
-        "custom_scopes": {VIEW_SCOPE: {"description": "Read Carme's view of SLURM: jobs, nodes, reservations."}},
+        "custom_scopes": {VIEW_SCOPE: {"description": "Read Carme's view of SLURM: jobs, nodes, reservations, usage."}},
         "roles": [
             {
                 "name": "carme-slurm-readers",

@@ -1,4 +1,4 @@
-"""The hub's ONE view of SLURM: jobs every few seconds, nodes and reservations more slowly.
+"""The hub's ONE view of SLURM: jobs every few seconds, nodes, reservations and accounting more slowly.
 
 `SlurmView.shared()` is the process-wide instance in the hub. Spawners read it in-process
 (`job()`, `node_address()`, `wait_for_jobs()`); services read it over the hub API
@@ -11,10 +11,13 @@ Its settings are the `SlurmView:` section of the site's settings file.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import commands
+from .accounting import AccountedJob, AssociationUsage
 from .jobs import SlurmJob, parse_job_comment
 from .nodes import SlurmNode
 from .reflector import JobView, Reflector
@@ -25,7 +28,7 @@ VIEW_SCOPE = "custom:carme-slurm:read"
 
 
 class SlurmView(LoggingConfigurable):
-    """Three reflectors (jobs, nodes, reservations) with one set of settings."""
+    """The reflectors (jobs, nodes, reservations; usage and today's jobs from accounting) with one set of settings."""
 
     job_interval = Float(
         5.0,
@@ -38,6 +41,13 @@ class SlurmView(LoggingConfigurable):
     )
     reservation_interval = Float(
         30.0, config=True, help="Seconds between `scontrol show reservation` calls."
+    )
+    accounting_interval = Float(
+        60.0,
+        config=True,
+        help="Seconds between the accounting reads: `sshare` (every association's GPU-minutes this period) "
+        "and `sacct` of today's jobs (since local midnight). Quotas are checked against this cached "
+        "snapshot, never with a SLURM call per spawn. 0 turns them off (a SLURM without slurmdbd).",
     )
     command_timeout = Float(30.0, config=True, help="Seconds before a SLURM command counts as failed.")
     stale_warning_after = Float(
@@ -69,6 +79,13 @@ class SlurmView(LoggingConfigurable):
             lambda: commands.show_reservations(timeout), lambda r: r.name, self.reservation_interval,
             "scontrol", **common
         )
+        self.usage: Reflector[AssociationUsage] = Reflector(
+            lambda: commands.sshare_usage(timeout), lambda u: u.key, self.accounting_interval or 60, "sshare", **common
+        )
+        self.todays_jobs: Reflector[AccountedJob] = Reflector(
+            lambda: commands.sacct_jobs_since(_local_midnight(), timeout), lambda j: j.job_id,
+            self.accounting_interval or 60, "sacct", **common
+        )
 
     # ---- the shared instance -------------------------------------------------------------------
 
@@ -94,7 +111,8 @@ class SlurmView(LoggingConfigurable):
 
     @property
     def reflectors(self) -> tuple[Reflector, ...]:
-        return (self.jobs, self.nodes, self.reservations)
+        accounting = (self.usage, self.todays_jobs) if self.accounting_interval > 0 else ()
+        return (self.jobs, self.nodes, self.reservations, *accounting)
 
     def ensure_started(self) -> None:
         for reflector in self.reflectors:
@@ -131,6 +149,8 @@ class SlurmView(LoggingConfigurable):
             "jobs": self.jobs.health(),
             "nodes": self.nodes.health(),
             "reservations": self.reservations.health(),
+            **({"usage": self.usage.health(), "todays_jobs": self.todays_jobs.health()}
+               if self.accounting_interval > 0 else {}),
             "carme_jobs": len(self.carme_jobs()),
         }
 
@@ -158,3 +178,11 @@ class SlurmView(LoggingConfigurable):
     def reservations_document(self) -> dict:
         reservations = sorted(self.reservations.items.values(), key=lambda r: (r.start_time, r.name))
         return {"snapshot": self.reservations.health(), "reservations": [r.to_dict() for r in reservations]}
+
+    def usage_document(self) -> dict:
+        usage = sorted(self.usage.items.values(), key=lambda u: (u.account, u.user))
+        return {"snapshot": self.usage.health(), "usage": [u.to_dict() for u in usage]}
+
+
+def _local_midnight() -> datetime:
+    return datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)

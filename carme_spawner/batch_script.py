@@ -23,6 +23,7 @@ from container_catalog.fields import forbidden_env_reason
 from .options import SpawnRequest, format_runtime
 
 JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 JOB_COMMENT = re.compile(r"[A-Za-z0-9_.:/@-]{0,200}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CONTAINER_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -37,7 +38,7 @@ _EXPORT_KEYWORDS = ("ALL", "NONE", "NIL")
 #: options Carme sets itself; a site must not set them again through extra_sbatch
 _OWN_OPTIONS = (
     "job-name", "comment", "partition", "time", "nodes", "ntasks", "cpus-per-task", "mem",
-    "gres", "gpus", "reservation", "output", "error", "chdir", "export", "wrap",
+    "gres", "gpus", "reservation", "output", "error", "chdir", "export", "wrap", "account",
 )
 
 
@@ -56,6 +57,7 @@ class JobSite:
     singleuser_cmd: tuple[str, ...]
     extra_sbatch: tuple[str, ...] = ()
     container_env: tuple[tuple[str, str], ...] = ()  # the image's own (public) variables: --env NAME=VALUE
+    account: str = ""  # --account (the quota's account or a project); "" for the user's default
 
 
 def render_batch_script(
@@ -97,6 +99,8 @@ def _directives(request: SpawnRequest, site: JobSite) -> list[str]:
     directives = [f"--job-name={site.job_name}"]
     if site.comment:
         directives.append(f"--comment={site.comment}")
+    if site.account:
+        directives.append(f"--account={site.account}")
     directives += [
         f"--partition={request.partition}",
         f"--time={format_runtime(request.runtime_minutes)}",
@@ -133,6 +137,8 @@ def validate_job_site(site: JobSite) -> JobSite:
     """Return `site` if every field is safe for the batch script; else ValueError naming the field."""
     _require_match("job_name", site.job_name, JOB_NAME, "[A-Za-z0-9_.-]{1,128}")
     _require_match("comment", site.comment, JOB_COMMENT, "[A-Za-z0-9_.:/@-]{0,200}")
+    if site.account:
+        _require_match("account", site.account, ACCOUNT, "[A-Za-z0-9_.-]{1,64}")
     _require_path("workdir", site.workdir, _PATH)
     _require_path("output_path", site.output_path, _OUTPUT_PATH)
     runtime = site.container_runtime

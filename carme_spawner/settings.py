@@ -12,6 +12,8 @@ import sys
 from traitlets import Dict, Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from carme_quota.limits import Limits
+
 from .accounts import DENIED_USERS
 from .images import CatalogImage
 from .options import PartitionPolicy, SpawnLimits, validate_limits
@@ -140,13 +142,17 @@ class CarmeSpawnerSettings(LoggingConfigurable):
     )
     log_tail_lines = Integer(20, config=True, help="Lines of the job's output shown when a spawn fails.")
 
-    def spawn_limits(self, images: list[CatalogImage]) -> SpawnLimits:
+    def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None) -> SpawnLimits:
+        """The form's and the options' limits: the site's, lowered to the user's quota where it is lower."""
+        quota = quota or Limits()
+        max_gpus = min(self.max_gpus, quota.gpus_per_job if quota.gpus_per_job is not None else self.max_gpus)
+        max_runtime = max(1, min(self.max_runtime_minutes, quota.max_runtime_minutes or self.max_runtime_minutes))
         return validate_limits(
             SpawnLimits(
                 partitions=tuple(PartitionPolicy(**p) for p in self.partitions),
-                max_gpus=self.max_gpus,
-                max_runtime_minutes=self.max_runtime_minutes,
-                default_runtime_minutes=self.default_runtime_minutes,
+                max_gpus=max_gpus,
+                max_runtime_minutes=max_runtime,
+                default_runtime_minutes=min(self.default_runtime_minutes, max_runtime),
                 cpus_per_gpu=self.cpus_per_gpu,
                 memory_mb_per_gpu=self.memory_mb_per_gpu,
                 min_cpus=self.min_cpus,

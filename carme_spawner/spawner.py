@@ -23,7 +23,9 @@ from tornado import web
 from traitlets import default
 
 from carme_core.roles import ADMIN, POWER, CarmeRoles, role_from_hub
-from container_catalog import UserEntryRules
+from carme_quota.admission import admit, explain_slurm_refusal
+from carme_quota.limits import Limits, effective_limits
+from carme_quota.settings import CarmeQuota
 from carme_slurm import (
     SlurmCommandError,
     SlurmView,
@@ -35,9 +37,11 @@ from carme_slurm import (
     scancel,
     server_slug,
 )
+from container_catalog import UserEntryRules
 
 from . import port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
+from .admission import HUB_ADMISSION
 from .batch_script import JobSite, render_batch_script
 from .form import defaults_from_last_choice, render_options_form
 from .images import (
@@ -113,6 +117,14 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         """The hub's one view of SLURM (shared by every server and service)."""
         return SlurmView.shared(config=self.config, log=self.log)
 
+    @property
+    def quota(self) -> CarmeQuota:
+        return CarmeQuota(config=self.config)
+
+    def quota_limits(self, account: JobAccount) -> Limits:
+        """The user's effective limits for a server in their own account."""
+        return effective_limits(self.quota.role_default(account.role))
+
     def role(self) -> str:
         groups = [g.name for g in getattr(self.user, "groups", None) or ()]
         return role_from_hub(bool(getattr(self.user, "admin", False)), groups, CarmeRoles(config=self.config).power_groups)
@@ -155,7 +167,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         """The options form: exactly the choices parse_options will accept for this user."""
         account = await self.job_account()
         images = await self.image_choices(account)
-        limits = self.spawn_limits(images)
+        limits = self.spawn_limits(images, self.quota_limits(account))
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
         return render_options_form([i.choice for i in images], limits, defaults)
 
@@ -187,6 +199,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             launcher=tuple(self.launcher_command),
             singleuser_cmd=tuple(self.cmd + self.get_args()),
             extra_sbatch=tuple(self.extra_sbatch_options),
+            account=self.quota.account,
         )
 
     def get_env(self):
@@ -238,7 +251,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
         try:
-            request = parse_options(options, self.spawn_limits(images))
+            request = parse_options(options, self.spawn_limits(images, self.quota_limits(account)))
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         image = next(i for i in images if i.choice.id == request.image_id)
@@ -246,7 +259,22 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         return PreparedSpawn(account, request, image)
 
     async def admit(self, prepared: PreparedSpawn) -> None:
-        """admit: may this request start now? A hook: quotas (carme_quota) refuse with SpawnFailed(403)."""
+        """admit: may this request start now under the user's quota? SpawnFailed(403) in plain words if not.
+
+        Runs inside the user's admission slot (see `_start`), on the hub's SLURM view only."""
+        account, request, quota = prepared.account, prepared.request, self.quota
+        association = quota.account or self._only_account(account.username)
+        usage = HUB_ADMISSION.usage(self.view, account.username, association, self.view.job_name_prefix,
+                                    quota.usage_reset_period)
+        refusal = admit(request.gpus, request.runtime_minutes, self.quota_limits(account), usage)
+        if refusal is not None:
+            self.log.info("Spawn %s refused by quota: %s", self._log_name, refusal.message)
+            raise SpawnFailed(f"Over your quota: {refusal.message}", 403)
+
+    def _only_account(self, username: str) -> str:
+        """The user's one SLURM account from the usage snapshot ("" if none or several)."""
+        accounts = {u.account for u in self.view.usage.items.values() if u.user == username}
+        return accounts.pop() if len(accounts) == 1 else ""
 
     def render(self, prepared: PreparedSpawn, env: dict) -> str:
         """render: the batch script (pure)."""
@@ -277,7 +305,11 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             submission.add_done_callback(self._cancel_late_submission)
             raise
         except SlurmCommandError as e:
+            explained = explain_slurm_refusal(str(e))
+            if explained:
+                raise SpawnFailed(explained, 403) from None
             raise SpawnFailed(f"SLURM refused the job: {e}") from None
+        HUB_ADMISSION.submitted(account.username, job_id, self.submitted_at)
         self.steps.mark("sbatch returned")
         self._emit(
             f"Submitted SLURM job {job_id}: {request.gpus} GPU(s), {request.cpus} CPUs, "
@@ -329,13 +361,16 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         prepared, self._prepared = self._prepared, None
         prepared = prepared or await self.prepare(self.user_options)
         self._prepared, self.spawn_request = prepared, prepared.request
-        await self.admit(prepared)
-        self.steps.mark("admitted")
-        env = self.get_env()
-        script = self.render(prepared, env)
-        self.steps.mark("script rendered")
-        self.job_id = ""
-        self.job_id = await self.submit(script, prepared, env)
+        # one spawn of this user at a time from the quota check until sbatch returned: concurrent
+        # requests cannot pass the check together
+        async with HUB_ADMISSION.slot(prepared.account.username):
+            await self.admit(prepared)
+            self.steps.mark("admitted")
+            env = self.get_env()
+            script = self.render(prepared, env)
+            self.steps.mark("script rendered")
+            self.job_id = ""
+            self.job_id = await self.submit(script, prepared, env)
         self.ip, self.port = await self.follow()
         self.log.info("Server %s: job %s serves at %s:%s", self._log_name, self.job_id, self.ip, self.port)
         self._timing = asyncio.ensure_future(self._log_steps(self.steps, self.job_id))

@@ -1,5 +1,6 @@
-"""Sample site limits shared by the unit tests of options and batch_script."""
+"""Samples shared by the unit tests: site limits (options, batch_script) and SLURM jobs."""
 
+from carme_slurm.jobs import SlurmJob
 from carme_spawner.options import PartitionPolicy, SpawnLimits
 
 LIMITS = SpawnLimits(
@@ -11,3 +12,14 @@ LIMITS = SpawnLimits(
     allowed_images={"base": "/opt/carme/images/base.sif", "torch": "docker://nvcr.io/nvidia/torch:24.01-py3"},
     default_image="base",
 )
+
+
+def slurm_job(job_id="7", name="carme-alice", state="RUNNING", **kw) -> SlurmJob:
+    """A job as the watch parses it, with `kw` over plain defaults."""
+    fields = dict(
+        job_id=job_id, name=name, user="alice", state=state, reason="None", partition="interactive",
+        nodes="carme-n1", batch_host="carme-n1", comment="", submit_time=0, start_time=0, end_time=0,
+        time_limit_minutes=60, exit_status=None, exit_signal=None, output_path="",
+    )
+    fields.update(kw)
+    return SlurmJob(**fields)

@@ -153,6 +153,11 @@ def test_export_names_only_and_none_when_empty():
     assert "--export=NONE" in sbatch_directives(request(), site)
 
 
+def test_the_quota_account_is_the_jobs_account_and_none_is_left_out():
+    assert "--account=vision" in sbatch_directives(request(), dataclasses.replace(SITE, account="vision"))
+    assert not [d for d in sbatch_directives(request(), SITE) if d.startswith("--account")]
+
+
 def test_empty_comment_is_left_out():
     site = dataclasses.replace(SITE, comment="")
     assert not [d for d in sbatch_directives(request(), site) if d.startswith("--comment")]
@@ -191,7 +196,8 @@ def test_secret_values_never_reach_the_script(monkeypatch):
         ("extra_sbatch", ("--qos normal",)), ("extra_sbatch", ("--qos=a b",)), ("extra_sbatch", ("-q",)),
         ("extra_sbatch", ("--qos=$(id)",)), ("extra_sbatch", ("--qos=normal\n#SBATCH --uid=0",)),
         ("extra_sbatch", ("--partition=batch",)), ("extra_sbatch", ("--export=ALL",)),
-        ("extra_sbatch", ("--gres=gpu:8",)),
+        ("extra_sbatch", ("--gres=gpu:8",)), ("extra_sbatch", ("--account=other",)),
+        ("account", "vision lab"), ("account", "$(id)"), ("account", "a" * 65),
     ],
 )
 def test_validate_job_site_rejects(field, value):

@@ -11,17 +11,12 @@ import pytest
 from carme_slurm import JobView, Reflector, SlurmCommandError, SlurmJob, SlurmView
 from carme_slurm import jobs as slurm
 
+from .samples import slurm_job
+
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
-def job(job_id="7", name="carme-alice", state="RUNNING", **kw):
-    fields = dict(
-        job_id=job_id, name=name, user="alice", state=state, reason="None", partition="interactive",
-        nodes="carme-n1", batch_host="carme-n1", comment="", submit_time=0, start_time=0, end_time=0,
-        time_limit_minutes=60, exit_status=None, exit_signal=None, output_path="",
-    )
-    fields.update(kw)
-    return SlurmJob(**fields)
+job = slurm_job
 
 
 def SlurmJobReflector(lister, **settings) -> Reflector:

@@ -56,7 +56,7 @@ def test_the_config_imports_nothing_of_a_service_but_its_hub_service():
     imports = imported_packages(REPO / "jupyterhub_config.py")
     text = (REPO / "jupyterhub_config.py").read_text()
     assert "carme_services.reconcile" not in text and "carme_services.catalog" not in text
-    assert imports <= {"carme_auth", "carme_core", "carme_slurm", "carme_spawner", "carme_services"}
+    assert imports <= {"carme_auth", "carme_core", "carme_quota", "carme_slurm", "carme_spawner", "carme_services"}
 
 
 def test_no_module_is_far_over_600_lines():

@@ -1,0 +1,54 @@
+"""The site's quota settings: section `CarmeQuota:` of the settings file, read by the hub and the quota service."""
+
+from __future__ import annotations
+
+from traitlets import Dict, Unicode, validate
+from traitlets.config import Configurable
+
+from carme_core.roles import ROLES
+
+from .admission import RESET_PERIODS
+from .limits import Limits
+
+
+class CarmeQuota(Configurable):
+    role_limits = Dict(
+        {},
+        config=True,
+        help="Default limits per role, e.g. {user: {max_servers: 1, gpus_per_job: 1, gpu_hours: 100}, "
+        "power: {max_servers: 3, gpus_per_job: 4}}. Keys: gpus_per_job, max_servers, gpu_hours (per usage "
+        "period), max_runtime_minutes, jobs_per_day, priority; a missing key means no limit. A user's "
+        "override and a project's template take precedence (README, Quotas).",
+    )
+    account = Unicode(
+        "",
+        config=True,
+        help="The SLURM account of users' own servers (not in a project): the sync keeps every user's "
+        "association in it and jobs run with --account=<it>. Empty: no --account, the user's default account.",
+    )
+    usage_reset_period = Unicode(
+        "MONTHLY",
+        config=True,
+        help=f"slurm.conf's PriorityUsageResetPeriod ({', '.join(RESET_PERIODS)}): when GPU-hour budgets "
+        "start again, shown to users. Use PriorityDecayHalfLife=0 in slurm.conf, so usage does not decay "
+        "before it resets.",
+    )
+
+    @validate("role_limits")
+    def _check_role_limits(self, proposal):
+        value = proposal["value"]
+        unknown = sorted(str(r)[:40] for r in value if r not in ROLES)
+        if unknown:
+            raise ValueError(f"CarmeQuota.role_limits: unknown role {', '.join(unknown)} (roles: {', '.join(ROLES)})")
+        for role, limits in value.items():
+            Limits.from_mapping(limits, f"CarmeQuota.role_limits.{role}")
+        return value
+
+    @validate("usage_reset_period")
+    def _check_period(self, proposal):
+        if proposal["value"].upper() not in RESET_PERIODS:
+            raise ValueError(f"CarmeQuota.usage_reset_period: must be one of {', '.join(RESET_PERIODS)}")
+        return proposal["value"].upper()
+
+    def role_default(self, role: str) -> Limits:
+        return Limits.from_mapping(self.role_limits.get(role), f"CarmeQuota.role_limits.{role}")

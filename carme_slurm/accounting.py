@@ -1,0 +1,118 @@
+"""Parsers for SLURM's accounting: usage per association (`sshare`) and the day's jobs (`sacct`).
+
+Both read `-P` (pipe-separated) output with a header line, so a column added or moved by a
+newer SLURM is found by its name, not its place. `sshare` has no JSON output in 22.05.
+
+- `parse_sshare`: GPU-minutes used this period (`GrpTRESRaw`, the same figure SLURM checks
+  `GrpTRESMins` against) and still reserved by running jobs (`TRESRunMins`), per (account, user).
+- `parse_sacct`: jobs with user, account, name, submit/start/end, state, for counting the servers
+  a user started today.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from .gres import parse_tres
+
+SSHARE_FIELDS = ("Account", "User", "RawUsage", "GrpTRESRaw", "TRESRunMins")
+SACCT_FIELDS = ("JobID", "User", "Account", "JobName", "Submit", "Start", "End", "State")
+
+
+@dataclass(frozen=True)
+class AssociationUsage:
+    """One association's usage this period, in GPU-minutes (all GPU types together)."""
+
+    account: str
+    user: str  # "" for an account's own line (all its users together)
+    gpu_minutes_used: float
+    gpu_minutes_running: float  # still reserved by running jobs (their remaining time x GPUs)
+    raw_usage: int  # SLURM's RawUsage (billing-seconds, for fair share)
+
+    @property
+    def key(self) -> str:
+        return f"{self.account}/{self.user}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AccountedJob:
+    job_id: str
+    user: str
+    account: str
+    name: str
+    submitted: datetime | None
+    started: datetime | None
+    ended: datetime | None
+    state: str
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("submitted", "started", "ended"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+def _rows(text: str, required: tuple[str, ...]) -> list[dict[str, str]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("no header line")
+    header = lines[0].split("|")
+    missing = [f for f in required if f not in header]
+    if missing:
+        raise ValueError(f"columns {', '.join(missing)} missing from the header {lines[0][:200]!r}")
+    return [dict(zip(header, line.split("|"))) for line in lines[1:]]
+
+
+def gpu_count(tres: str) -> float:
+    """The GPUs in a TRES string: `gres/gpu` (SLURM's total) or, without it, the typed ones summed."""
+    parsed = parse_tres(tres)
+    if "gres/gpu" in parsed:
+        return float(parsed["gres/gpu"])
+    return float(sum(count for name, count in parsed.items() if name.startswith("gres/gpu:")))
+
+
+def parse_sshare(text: str) -> list[AssociationUsage]:
+    """`sshare -a -P -o Account,User,RawUsage,GrpTRESRaw,TRESRunMins`, one entry per line."""
+    usage = []
+    for row in _rows(text, SSHARE_FIELDS):
+        account = row["Account"].strip()  # sshare indents the tree
+        if not account:
+            continue
+        raw = row["RawUsage"].strip()
+        usage.append(AssociationUsage(
+            account=account,
+            user=row["User"].strip(),
+            gpu_minutes_used=gpu_count(row["GrpTRESRaw"]),
+            gpu_minutes_running=gpu_count(row["TRESRunMins"]),
+            raw_usage=int(raw) if raw.isdigit() else 0,
+        ))
+    return usage
+
+
+def _time(value: str) -> datetime | None:
+    value = value.strip()
+    if not value or value in ("Unknown", "None"):
+        return None
+    return datetime.fromisoformat(value)
+
+
+def parse_sacct(text: str) -> list[AccountedJob]:
+    """`sacct -X -P -o JobID,User,Account,JobName,Submit,Start,End,State` (times as SLURM prints them)."""
+    return [
+        AccountedJob(
+            job_id=row["JobID"].strip(),
+            user=row["User"].strip(),
+            account=row["Account"].strip(),
+            name=row["JobName"].strip(),
+            submitted=_time(row["Submit"]),
+            started=_time(row["Start"]),
+            ended=_time(row["End"]),
+            state=row["State"].split()[0] if row["State"].strip() else "",  # "CANCELLED by 0"
+        )
+        for row in _rows(text, SACCT_FIELDS)
+        if row["JobID"].strip()
+    ]
