@@ -88,7 +88,8 @@ def test_no_options_runs_the_default_image_and_bad_options_never_reach_slurm(hub
     keeps a request's options as the user's next defaults, refused ones too: carol and dave.)"""
     hub.ensure_user("dave")
     r = hub.session.post(hub.server_url("dave"), json={"gpus": 99})
-    assert r.status_code == 400 and r.json()["message"] == "gpus: 99 is above your limit of 4", r.text
+    # 2: the example's quota for the user role (CarmeQuota.role_limits) is below the site's max_gpus (4)
+    assert r.status_code == 400 and r.json()["message"] == "gpus: 99 is above your limit of 2", r.text
     assert not (hub.server_model("dave") or {}).get("pending")
     assert slurm_probe.carme_jobs(PREFIX + "dave") == []
     hub.ensure_user("carol")
