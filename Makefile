@@ -4,14 +4,14 @@ VENV := /opt/carme/venv
 PYTHON := $(VENV)/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-browser cluster cluster-down ldap ldap-down unit integration
+.PHONY: demo test install install-browser cluster cluster-down ldap ldap-down postgres postgres-down unit integration
 
 ## install everything and start the demo hub on http://127.0.0.1:8000 (foreground; Ctrl-C stops it)
 demo: install cluster ldap
 	bash dev/demo.sh
 
-## install what the tests need (chromium too), start the local cluster and LDAP, run the whole suite
-test: install-browser cluster ldap
+## install what the tests need (chromium too), start the local cluster, LDAP and PostgreSQL, run the whole suite
+test: install-browser cluster ldap postgres
 	$(PYTHON) -m pytest -p no:cacheprovider tests $(PYTEST_ARGS)
 
 install:
@@ -33,6 +33,13 @@ ldap:
 
 ldap-down:
 	bash dev/ldap.sh down
+
+## the development PostgreSQL (its own cluster on 127.0.0.1:5433, database carme_test) for the stores' tests
+postgres:
+	bash dev/postgres.sh up
+
+postgres-down:
+	bash dev/postgres.sh down
 
 unit:
 	$(PYTHON) -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)

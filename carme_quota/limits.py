@@ -89,18 +89,20 @@ class Limits:
         return {k: v for k, v in self.to_dict().items() if v is not None}
 
 
-def check_limit(name: str, value: object) -> int | float | None:
-    """Return `value` if it is a valid value for limit `name` (None = unset); else LimitError."""
+def check_limit(name: str, value: object, field: str | None = None) -> int | float | None:
+    """Return `value` if it is a valid value for limit `name` (None = unset); else LimitError
+    naming `field` (default: `name`)."""
     if value is None:
         return None
     _label, unit, largest = LIMIT_FIELDS[name]
+    name, kind = field or name, name
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LimitError(f"{name}: must be a number of {unit} or null, got {type(value).__name__}")
-    if name in _INT_FIELDS and not float(value).is_integer():
+    if kind in _INT_FIELDS and not float(value).is_integer():
         raise LimitError(f"{name}: must be a whole number of {unit}, got {value}")
     if not math.isfinite(value) or not 0 <= value <= largest:
         raise LimitError(f"{name}: must be between 0 and {largest:g} {unit}, got {value}")
-    return int(value) if name in _INT_FIELDS else float(value)
+    return int(value) if kind in _INT_FIELDS else float(value)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class ProjectTemplate:
     partitions: tuple[str, ...] = ()  # empty: every partition the member may use
 
     def __post_init__(self):
-        check_limit("gpus_per_job", self.gpus_at_once)
+        check_limit("gpus_per_job", self.gpus_at_once, "gpus_at_once")
         check_limit("gpus_per_job", self.gpus_per_job)
         check_limit("max_runtime_minutes", self.max_runtime_minutes)
         check_limit("gpu_hours", self.gpu_hours)

@@ -122,3 +122,10 @@ def test_slurms_own_refusals_in_plain_words():
     assert "servers at once" in explain_slurm_refusal(text)
     assert "GPUs per server" in explain_slurm_refusal("Batch job submission failed: AssocMaxGRESPerJob")
     assert explain_slurm_refusal("Invalid partition name specified") is None
+
+
+def test_a_project_templates_fields_are_named_in_its_errors():
+    with pytest.raises(LimitError, match="^gpus_at_once: must be between 0"):
+        ProjectTemplate(gpus_at_once=-1)
+    with pytest.raises(LimitError, match="^partitions: "):
+        ProjectTemplate(partitions=("",))

@@ -1,4 +1,4 @@
-"""carme_services.db: a service's own Alembic tree and version table, sessions that commit or roll back."""
+"""carme_core.db: a service's own Alembic tree and version table, sessions that commit or roll back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from carme_services.db import ServiceDatabase
+from carme_core.db import ServiceDatabase
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "fixtures" / "service_migrations"
 

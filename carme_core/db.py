@@ -1,13 +1,13 @@
 """State for the services that keep some: one SQLAlchemy 2 engine, sessions, Alembic migrations.
 
-Each stateful service owns its tables and ONE Alembic tree in its own package
-(`carme_services/<service>/migrations/`, with `env.py` calling `run_migrations`), recorded in
+Each stateful service owns its tables and ONE Alembic tree in its own package (e.g.
+`carme_quota/migrations/`, with `env.py` calling `run_migrations`), recorded in
 its own version table `alembic_version_<service>`. So services can be enabled, upgraded and
 dropped one by one even when they share a database, and no service's migration waits for
-another's. (Limits and usage are never stored here: SLURM's associations and `sacct` are the
-ledger.)
+another's. (Usage is never stored here: `sacct` is the ledger, and SLURM's associations enforce
+the limits; a store keeps only what people decided.)
 
-    db = ServiceDatabase("sqlite:////var/lib/carme/quota.sqlite", "carme-quota", MIGRATIONS)
+    db = ServiceDatabase("sqlite:////var/lib/carme/quota.sqlite", "carme-quota", carme_quota.store.MIGRATIONS)
     db.upgrade()                       # at service start: to the newest revision
     with db.session() as session:      # commits on success, rolls back on error
         session.add(...)
