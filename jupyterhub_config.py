@@ -167,6 +167,8 @@ def apply_services(settings: dict) -> None:
     common = dict(
         admin_users=tuple(sorted(admins)),
         power_groups=tuple(CarmeRoles(config=c).power_groups),
+        quota={k: v for k, v in c.CarmeQuota.items()},
+        state_dir=str(carme.get("state_dir", "/var/lib/carme")),
         environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
     )
     if enabled:

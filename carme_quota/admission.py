@@ -10,8 +10,12 @@ and `explain_slurm_refusal()` puts SLURM's own refusals into the same words.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+
+from carme_slurm.accounting import AccountedJob, AssociationUsage
+from carme_slurm.jobs import SlurmJob
 
 from .limits import LIMIT_FIELDS, Limits
 
@@ -28,6 +32,36 @@ class Usage:
     gpu_minutes_used: float = 0.0  # this period, in the job's association (sshare GrpTRESRaw)
     gpu_minutes_running: float = 0.0  # reserved by the association's running jobs (sshare TRESRunMins)
     resets_at: datetime | None = None  # when SLURM clears the period's usage (None: never)
+
+
+def user_usage(
+    user: str,
+    account: str,
+    jobs: Iterable[SlurmJob],
+    usage: Mapping[str, AssociationUsage],
+    recent_jobs: Iterable[AccountedJob],
+    job_name_prefix: str,
+    period: str,
+    now: datetime,
+    in_flight: Iterable[str] = (),
+) -> Usage:
+    """`user`'s use from SLURM's figures: live jobs in any account (and `in_flight` job ids not yet
+    listed), the Carme servers submitted since midnight (accounting and the live queue, each job
+    once), and the GPU-minutes of the association (`account`/`user`) this period."""
+    jobs = [j for j in jobs if j.user == user]
+    in_flight = set(in_flight)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = {j.job_id for j in recent_jobs
+             if j.user == user and j.name.startswith(job_name_prefix) and j.submitted and j.submitted >= midnight}
+    today |= {j.job_id for j in jobs if j.name.startswith(job_name_prefix) and j.submit_time >= midnight.timestamp()}
+    association = usage.get(f"{account}/{user}")
+    return Usage(
+        servers=len({j.job_id for j in jobs if j.is_active} | in_flight),
+        started_today=len(today | in_flight),
+        gpu_minutes_used=association.gpu_minutes_used if association else 0.0,
+        gpu_minutes_running=association.gpu_minutes_running if association else 0.0,
+        resets_at=next_usage_reset(period, now),
+    )
 
 
 @dataclass(frozen=True)
@@ -82,9 +116,7 @@ def _gpu_hours(gpus: int, runtime_minutes: int, budget_hours: float, usage: Usag
 
 def next_usage_reset(period: str, now: datetime) -> datetime | None:
     """When SLURM next clears usage for PriorityUsageResetPeriod `period` (slurm.conf's rules)."""
-    period = period.upper()
-    if period not in RESET_PERIODS:
-        raise ValueError(f"usage reset period: must be one of {', '.join(RESET_PERIODS)}, got {period!r:.40}")
+    period = check_period(period)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "NONE":
         return None
@@ -96,6 +128,26 @@ def next_usage_reset(period: str, now: datetime) -> datetime | None:
     month0 = (now.month - 1) // months * months + months  # months since January of the next reset
     year, month = now.year + month0 // 12, month0 % 12 + 1
     return midnight.replace(year=year, month=month, day=1)
+
+
+def usage_period_start(period: str, now: datetime) -> datetime | None:
+    """When the current usage period began (the last reset; None for NONE)."""
+    period = period.upper()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "NONE":
+        return None
+    if period == "DAILY":
+        return midnight
+    if period == "WEEKLY":  # Sundays at 00:00
+        return midnight - timedelta(days=(now.weekday() + 1) % 7)
+    months = {"MONTHLY": 1, "QUARTERLY": 3, "YEARLY": 12}[check_period(period)]
+    return midnight.replace(month=(now.month - 1) // months * months + 1, day=1)
+
+
+def check_period(period: str) -> str:
+    if period.upper() not in RESET_PERIODS:
+        raise ValueError(f"usage reset period: must be one of {', '.join(RESET_PERIODS)}, got {period!r:.40}")
+    return period.upper()
 
 
 #: SLURM's reasons for refusing or holding a job over a limit, by the limit they stand for

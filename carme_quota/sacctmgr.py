@@ -45,7 +45,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 
 from carme_core.roles import check_role
@@ -55,10 +55,13 @@ from carme_slurm.gres import parse_tres
 __all__ = [
     "ASSOC_FORMAT", "AccountSpec", "AssocRow", "AssocSpec", "CurrentState", "DesiredState", "Drift",
     "Plan", "check_name", "current_state_commands", "dry_run_text", "gpu_minutes", "parse_associations",
-    "parse_qos", "parse_state", "parse_users", "plan", "role_qos",
+    "parse_qos", "parse_qos_flags", "parse_state", "parse_users", "plan", "role_qos",
 ]
 
 QOS_PREFIX = "carme-"
+#: every role QOS has it: SLURM then refuses at submission a job over an association's Max limits
+#: (sbatch fails, naming the limit) instead of queueing it forever (pending, reason AssocMaxGRESPerJob)
+DENY_ON_LIMIT = "DenyOnLimit"
 GPU = "gres/gpu"
 ASSOC_FORMAT = ("Cluster,Account,User,Partition,ParentName,MaxTRESPerJob,MaxJobs,MaxSubmitJobs,"
                 "GrpTRESMins,GrpTRES,MaxWall,Priority,QOS,DefaultQOS")
@@ -214,6 +217,25 @@ class DesiredState:
         for name in ("qos", "accounts", "associations"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
+    def to_dict(self) -> dict:
+        """JSON-ready (what the sync stores as applied); `from_dict` reads it back."""
+        return {
+            "cluster": self.cluster, "root_account": self.root_account, "qos": dict(self.qos),
+            "accounts": {name: asdict(spec) for name, spec in self.accounts.items()},
+            "associations": [{"user": user, "account": account, "limits": spec.limits.to_dict(), "qos": spec.qos,
+                              "default_account": spec.default_account}
+                             for (user, account), spec in sorted(self.associations.items())],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> DesiredState:
+        return cls(
+            cluster=data["cluster"], root_account=data["root_account"], qos=dict(data["qos"]),
+            accounts={name: AccountSpec(**spec) for name, spec in data["accounts"].items()},
+            associations={(a["user"], a["account"]): AssocSpec(Limits(**a["limits"]), a["qos"], a["default_account"])
+                          for a in data["associations"]},
+        )
+
     def default_accounts(self) -> dict[str, str]:
         return {user: account for (user, account), spec in self.associations.items() if spec.default_account}
 
@@ -239,7 +261,7 @@ def current_state_commands(cluster: str) -> list[list[str]]:
     where = ["where", _kv("cluster", cluster)]
     return [
         ["sacctmgr", "-n", "-P", "show", "assoc", "WOPLimits", f"format={ASSOC_FORMAT}", *where],
-        ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,Priority"],
+        ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,Priority,Flags"],
         ["sacctmgr", "-n", "-P", "show", "user", "format=User,DefaultAccount", *where],
     ]
 
@@ -326,9 +348,15 @@ def parse_associations(text: str) -> list[AssocRow]:
 
 
 def parse_qos(text: str) -> dict[str, int | None]:
-    """{QOS name: priority (None if cleared)} from `sacctmgr -n -P show qos format=Name,Priority`."""
+    """{QOS name: priority (None if cleared)} from `sacctmgr -n -P show qos format=Name,Priority,Flags`."""
     return {c[0].lower(): _uint(f"sacctmgr show qos line {n} Priority", c[1])
-            for n, c in _lines(text, 2, "sacctmgr show qos")}
+            for n, c in _lines(text, 3, "sacctmgr show qos")}
+
+
+def parse_qos_flags(text: str) -> dict[str, frozenset[str]]:
+    """{QOS name: its flags, lower-case} from the same output."""
+    return {c[0].lower(): frozenset(f.lower() for f in c[2].split(",") if f)
+            for _, c in _lines(text, 3, "sacctmgr show qos")}
 
 
 def parse_users(text: str) -> dict[str, str]:
@@ -344,6 +372,7 @@ class CurrentState:
     associations: Mapping[tuple[str, str], AssocRow]  # (user, account)
     qos: Mapping[str, int | None]
     default_accounts: Mapping[str, str]
+    qos_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 def parse_state(assoc_text: str, qos_text: str, users_text: str) -> CurrentState:
@@ -352,7 +381,7 @@ def parse_state(assoc_text: str, qos_text: str, users_text: str) -> CurrentState
     return CurrentState(
         accounts={r.account: r for r in rows if not r.user},
         associations={(r.user, r.account): r for r in rows if r.user},
-        qos=parse_qos(qos_text), default_accounts=parse_users(users_text))
+        qos=parse_qos(qos_text), default_accounts=parse_users(users_text), qos_flags=parse_qos_flags(qos_text))
 
 
 # ---- the plan --------------------------------------------------------------------------------------
@@ -403,8 +432,10 @@ def plan(desired: DesiredState, current: CurrentState, last_applied: DesiredStat
 
     for name, priority in desired.qos.items():
         if name.lower() not in current.qos:
-            sacctmgr("add", "qos", _kv("name", name), _setting("Priority", priority))
+            sacctmgr("add", "qos", _kv("name", name), _setting("Priority", priority), f"Flags={DENY_ON_LIMIT}")
             continue
+        if DENY_ON_LIMIT.lower() not in current.qos_flags.get(name.lower(), frozenset()):
+            sacctmgr("modify", "qos", "where", _kv("name", name), "set", f"Flags+={DENY_ON_LIMIT}")
         had = {"Priority": last.qos.get(name)} if last else {}
         have = {"Priority": current.qos[name.lower()]}
         if changed := changes(f"qos {name}", {"Priority": priority}, have, had):

@@ -26,6 +26,12 @@ class CarmeQuota(Configurable):
         help="The SLURM account of users' own servers (not in a project): the sync keeps every user's "
         "association in it and jobs run with --account=<it>. Empty: no --account, the user's default account.",
     )
+    db_url = Unicode(
+        "",
+        config=True,
+        help="SQLAlchemy URL of Carme's quota store (users' overrides, projects): the hub reads it before "
+        "each spawn. Set by the carme-quota service's wiring (carme: quota: db_url:); empty: role defaults only.",
+    )
     usage_reset_period = Unicode(
         "MONTHLY",
         config=True,

@@ -160,6 +160,15 @@ class AuditRow(Base):
     new_value: Mapped[str | None] = mapped_column(sa.Text)  # JSON
 
 
+class SyncStateRow(Base):
+    """One row: the desired state the sync applied last (`DesiredState.to_dict()`, as JSON)."""
+
+    __tablename__ = "quota_sync_state"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    applied: Mapped[str] = mapped_column(sa.Text)
+    applied_at: Mapped[datetime]
+
+
 # --- what the store hands out --------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -514,3 +523,17 @@ class QuotaStore:
                                None if r.old_value is None else json.loads(r.old_value),
                                None if r.new_value is None else json.loads(r.new_value))
                     for r in session.scalars(query)]
+
+    # --- the sync's memory -----------------------------------------------------------------------
+
+    def last_applied(self) -> dict | None:
+        """What the sync applied to SLURM last (None before the first sync)."""
+        with self.db.session() as session:
+            row = session.get(SyncStateRow, 1)
+            return None if row is None else json.loads(row.applied)
+
+    def save_applied(self, state: Mapping[str, Any]) -> None:
+        with self.db.session() as session:
+            row = session.get(SyncStateRow, 1) or SyncStateRow(id=1)
+            row.applied, row.applied_at = json.dumps(state, sort_keys=True), _now()
+            session.add(row)

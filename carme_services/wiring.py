@@ -44,6 +44,8 @@ class ServiceSettings:
     power_groups: tuple[str, ...] = (POWER,)
     environment: Mapping[str, str] = field(default_factory=dict)  # the hub's PATH, LANG, ...
     python: str = sys.executable
+    quota: Mapping = field(default_factory=dict)  # the hub's CarmeQuota section: one quota policy for all
+    state_dir: str = "/var/lib/carme"  # carme.state_dir: where a service keeps its default database
 
 
 def checked_settings(cls, settings: ServiceSettings) -> tuple[dict, object]:
@@ -74,7 +76,8 @@ def checked_settings(cls, settings: ServiceSettings) -> tuple[dict, object]:
 def service_spec(cls, settings: ServiceSettings, values: dict, *, url: str, allowed_scopes: list[str],
                  display: bool) -> dict:
     """The JupyterHub service entry that runs `cls` as `python -m <its module>` with these settings."""
-    config = {cls.__name__: values, "CarmeRoles": {"power_groups": list(settings.power_groups)}}
+    config = {cls.__name__: values, "CarmeRoles": {"power_groups": list(settings.power_groups)},
+              "CarmeQuota": dict(settings.quota)}
     environment = {k: v for k, v in settings.environment.items() if k in PASSED_ENV}
     environment[CONFIG_ENV] = json.dumps(config)
     return {

@@ -5,8 +5,8 @@ newer SLURM is found by its name, not its place. `sshare` has no JSON output in 
 
 - `parse_sshare`: GPU-minutes used this period (`GrpTRESRaw`, the same figure SLURM checks
   `GrpTRESMins` against) and still reserved by running jobs (`TRESRunMins`), per (account, user).
-- `parse_sacct`: jobs with user, account, name, submit/start/end, state, for counting the servers
-  a user started today.
+- `parse_sacct`: jobs with user, account, name, submit/start/end, state, GPUs and run time, for
+  counting the servers a user started today and drawing GPU-hours per day.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime
 from .gres import parse_tres
 
 SSHARE_FIELDS = ("Account", "User", "RawUsage", "GrpTRESRaw", "TRESRunMins")
-SACCT_FIELDS = ("JobID", "User", "Account", "JobName", "Submit", "Start", "End", "State")
+SACCT_FIELDS = ("JobID", "User", "Account", "JobName", "Submit", "Start", "End", "State", "AllocTRES", "ElapsedRaw")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ class AssociationUsage:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> AssociationUsage:
+        return cls(**data)
+
 
 @dataclass(frozen=True)
 class AccountedJob:
@@ -48,12 +52,22 @@ class AccountedJob:
     started: datetime | None
     ended: datetime | None
     state: str
+    gpus: float = 0.0  # allocated (AllocTRES), all types together
+    elapsed_s: int = 0  # run time so far (ElapsedRaw)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpus * self.elapsed_s / 3600
 
     def to_dict(self) -> dict:
         data = asdict(self)
         for key in ("submitted", "started", "ended"):
             data[key] = data[key].isoformat() if data[key] else None
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AccountedJob:
+        return cls(**{**data, **{k: _time(data[k] or "") for k in ("submitted", "started", "ended")}})
 
 
 def _rows(text: str, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -101,7 +115,7 @@ def _time(value: str) -> datetime | None:
 
 
 def parse_sacct(text: str) -> list[AccountedJob]:
-    """`sacct -X -P -o JobID,User,Account,JobName,Submit,Start,End,State` (times as SLURM prints them)."""
+    """`sacct -X -P -o JobID,User,Account,JobName,Submit,Start,End,State,AllocTRES,ElapsedRaw`."""
     return [
         AccountedJob(
             job_id=row["JobID"].strip(),
@@ -112,6 +126,8 @@ def parse_sacct(text: str) -> list[AccountedJob]:
             started=_time(row["Start"]),
             ended=_time(row["End"]),
             state=row["State"].split()[0] if row["State"].strip() else "",  # "CANCELLED by 0"
+            gpus=gpu_count(row["AllocTRES"]),
+            elapsed_s=int(row["ElapsedRaw"]) if row["ElapsedRaw"].strip().isdigit() else 0,
         )
         for row in _rows(text, SACCT_FIELDS)
         if row["JobID"].strip()

@@ -4,6 +4,7 @@
     GET /hub/api/carme/slurm/nodes          nodes with GPUs per type (total, allocated, free), and totals
     GET /hub/api/carme/slurm/reservations   SLURM's reservations
     GET /hub/api/carme/slurm/usage          every association's GPU-minutes this period (sshare)
+    GET /hub/api/carme/slurm/recent_jobs    every job of the last SlurmView.accounting_window_days (sacct)
     GET /hub/api/carme/status               is SLURM answering the view (admin:servers)
 
 Each answer carries its snapshot's health (when it began, whether SLURM answers, the last error),
@@ -21,7 +22,7 @@ from carme_core.roles import ADMIN
 from .view import VIEW_SCOPE, SlurmView
 
 STATUS_PATH = r"/api/carme/status"
-VIEW_PATH = r"/api/carme/slurm/(jobs|nodes|reservations|usage)"
+VIEW_PATH = r"/api/carme/slurm/(jobs|nodes|reservations|usage|recent_jobs)"
 
 
 def hub_view(handler) -> SlurmView:

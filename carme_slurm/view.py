@@ -11,9 +11,9 @@ Its settings are the `SlurmView:` section of the site's settings file.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from traitlets import Float, Unicode
+from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import commands
@@ -46,8 +46,14 @@ class SlurmView(LoggingConfigurable):
         60.0,
         config=True,
         help="Seconds between the accounting reads: `sshare` (every association's GPU-minutes this period) "
-        "and `sacct` of today's jobs (since local midnight). Quotas are checked against this cached "
+        "and `sacct` of the recent jobs (accounting_window_days). Quotas are checked against this cached "
         "snapshot, never with a SLURM call per spawn. 0 turns them off (a SLURM without slurmdbd).",
+    )
+    accounting_window_days = Integer(
+        31,
+        config=True,
+        help="Days of jobs the `sacct` read covers (from local midnight that many days ago): today's servers "
+        "for the per-day limit, and the GPU-hours per day of the usage pages. Bounded: never all of history.",
     )
     command_timeout = Float(30.0, config=True, help="Seconds before a SLURM command counts as failed.")
     stale_warning_after = Float(
@@ -82,8 +88,9 @@ class SlurmView(LoggingConfigurable):
         self.usage: Reflector[AssociationUsage] = Reflector(
             lambda: commands.sshare_usage(timeout), lambda u: u.key, self.accounting_interval or 60, "sshare", **common
         )
-        self.todays_jobs: Reflector[AccountedJob] = Reflector(
-            lambda: commands.sacct_jobs_since(_local_midnight(), timeout), lambda j: j.job_id,
+        self.recent_jobs: Reflector[AccountedJob] = Reflector(
+            lambda: commands.sacct_jobs_since(_local_midnight() - timedelta(days=self.accounting_window_days), timeout),
+            lambda j: j.job_id,
             self.accounting_interval or 60, "sacct", **common
         )
 
@@ -111,7 +118,7 @@ class SlurmView(LoggingConfigurable):
 
     @property
     def reflectors(self) -> tuple[Reflector, ...]:
-        accounting = (self.usage, self.todays_jobs) if self.accounting_interval > 0 else ()
+        accounting = (self.usage, self.recent_jobs) if self.accounting_interval > 0 else ()
         return (self.jobs, self.nodes, self.reservations, *accounting)
 
     def ensure_started(self) -> None:
@@ -149,7 +156,7 @@ class SlurmView(LoggingConfigurable):
             "jobs": self.jobs.health(),
             "nodes": self.nodes.health(),
             "reservations": self.reservations.health(),
-            **({"usage": self.usage.health(), "todays_jobs": self.todays_jobs.health()}
+            **({"usage": self.usage.health(), "recent_jobs": self.recent_jobs.health()}
                if self.accounting_interval > 0 else {}),
             "carme_jobs": len(self.carme_jobs()),
         }
@@ -182,6 +189,10 @@ class SlurmView(LoggingConfigurable):
     def usage_document(self) -> dict:
         usage = sorted(self.usage.items.values(), key=lambda u: (u.account, u.user))
         return {"snapshot": self.usage.health(), "usage": [u.to_dict() for u in usage]}
+
+    def recent_jobs_document(self) -> dict:
+        jobs = sorted(self.recent_jobs.items.values(), key=lambda j: int(j.job_id.split("_")[0].split("+")[0] or 0))
+        return {"snapshot": self.recent_jobs.health(), "jobs": [j.to_dict() for j in jobs]}
 
 
 def _local_midnight() -> datetime:

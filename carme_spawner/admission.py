@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
-from carme_quota.admission import Usage, next_usage_reset
+from carme_core.db import ServiceDatabase
+from carme_quota.admission import Usage, user_usage
+from carme_quota.limits import Limits, ProjectTemplate
+from carme_quota.store import MIGRATIONS, SERVICE, QuotaStore
 from carme_slurm import SlurmView
 
 
@@ -43,23 +49,44 @@ class HubAdmission:
         return set(jobs)
 
     def usage(self, view: SlurmView, user: str, account: str, job_name_prefix: str, period: str) -> Usage:
-        """The user's use from the view: live jobs in any account, today's Carme servers, GPU-minutes."""
-        live = {j.job_id for j in view.jobs.items.values() if j.user == user and j.is_active}
-        pending_submissions = self.in_flight(view, user)
-        midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)
-        today = {j.job_id for j in view.todays_jobs.items.values()
-                 if j.user == user and j.name.startswith(job_name_prefix) and j.submitted and j.submitted >= midnight}
-        today |= {j.job_id for j in view.jobs.items.values()
-                  if j.user == user and j.name.startswith(job_name_prefix) and j.submit_time >= midnight.timestamp()}
-        association = view.usage.items.get(f"{account}/{user}")
-        return Usage(
-            servers=len(live | pending_submissions),
-            started_today=len(today | pending_submissions),
-            gpu_minutes_used=association.gpu_minutes_used if association else 0.0,
-            gpu_minutes_running=association.gpu_minutes_running if association else 0.0,
-            resets_at=next_usage_reset(period, datetime.now()),
-        )
+        """The user's use from the view (see `carme_quota.admission.user_usage`), in-flight jobs included."""
+        return user_usage(user, account, view.jobs.items.values(), view.usage.items, view.recent_jobs.items.values(),
+                          job_name_prefix, period, datetime.now(), self.in_flight(view, user))
 
 
 #: the hub's one instance
 HUB_ADMISSION = HubAdmission()
+
+
+@cache
+def _store(db_url: str) -> QuotaStore:
+    return QuotaStore(ServiceDatabase(db_url, SERVICE, MIGRATIONS))  # the carme-quota service migrates it
+
+
+@dataclass(frozen=True)
+class StoredQuota:
+    """What the quota store holds for one user: their override, their projects, the chosen one's template."""
+
+    override: Limits | None = None
+    projects: tuple[str, ...] = ()
+    template: ProjectTemplate | None = None  # of the project asked for, if the user is a member
+
+
+def _stored(db_url: str, user: str, project: object) -> StoredQuota:
+    store = _store(db_url)
+    projects = tuple(store.projects_of(user))
+    template = store.project(project).template if isinstance(project, str) and project in projects else None
+    return StoredQuota(store.override(user), projects, template)
+
+
+async def stored_quota(db_url: str, user: str, project: object, log: logging.Logger) -> StoredQuota:
+    """The store's part of `user`'s quota (for a job in `project`, if they are its member), read in a
+    worker thread. Nothing (and a warning) if the store cannot be read: the role's defaults still
+    hold in the hub, and SLURM holds every limit anyway."""
+    if not db_url:
+        return StoredQuota()
+    try:
+        return await asyncio.to_thread(_stored, db_url, user, project)
+    except Exception as e:  # noqa: BLE001 - a store that cannot be read must not stop spawns
+        log.warning("quota store %s not readable, using the role's defaults: %s", db_url.split("@")[-1], e)
+        return StoredQuota()

@@ -71,6 +71,7 @@ def render_options_form(
     limits: SpawnLimits,
     defaults: FormDefaults,
     template_dir: Path | None = None,
+    quota_lines: list[str] | tuple[str, ...] = (),
 ) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir or TEMPLATES)),
@@ -94,6 +95,7 @@ def render_options_form(
         durations={p.name: format_duration(p.max_runtime_minutes) for p in limits.partitions},
         routing_json=json.dumps(routing),
         initial_routing=f"{partition.name}: {reason}",
+        quota_lines=list(quota_lines),
     )
 
 

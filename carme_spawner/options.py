@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from container_catalog.fields import CHOICE_ID, CHOICE_ID_RULE
 from container_catalog.image_reference import ImageReferenceError, check_image_reference
 
-KNOWN_OPTIONS = ("gpus", "image", "partition", "reservation", "runtime")
+KNOWN_OPTIONS = ("gpus", "image", "partition", "project", "reservation", "runtime")
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -68,10 +68,12 @@ class SpawnLimits:
     allowed_images: Mapping[str, str]
     default_image: str
     image_gpu: Mapping[str, str] = field(default_factory=dict)  # image id -> required | optional | none
+    projects: tuple[str, ...] = ()  # the quota projects (SLURM accounts) the user is a member of
 
     def __post_init__(self):
         # freeze the containers too, so nothing changes after validation
         object.__setattr__(self, "partitions", tuple(self.partitions))
+        object.__setattr__(self, "projects", tuple(self.projects))
         object.__setattr__(self, "allowed_images", MappingProxyType(dict(self.allowed_images)))
         object.__setattr__(self, "image_gpu", MappingProxyType(dict(self.image_gpu)))
 
@@ -97,6 +99,7 @@ class SpawnRequest:
     image_id: str
     image: str
     routing_reason: str
+    project: str | None = None  # the job's SLURM account; None: the user's own
 
     def __post_init__(self):
         if not _MINTING.get():
@@ -127,6 +130,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
     _check_partition_limits(gpus, runtime, partition)
     reservation = _parse_reservation(given.get("reservation"))
     _check_image_gpus(image_id, gpus, limits)
+    project = _parse_project(given.get("project"), limits)
 
     minting = _MINTING.set(True)
     try:
@@ -140,6 +144,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
             image_id=image_id,
             image=limits.allowed_images[image_id],
             routing_reason=reason,
+            project=project,
         )
     finally:
         _MINTING.reset(minting)
@@ -295,6 +300,15 @@ def _check_partition_limits(gpus: int, minutes: int, partition: PartitionPolicy)
     if minutes > partition.max_runtime_minutes:
         limit, asked = format_duration(partition.max_runtime_minutes), format_duration(minutes)
         raise OptionsError("runtime", f"at most {limit} on partition {partition.name} (asked for {asked})")
+
+
+def _parse_project(value: Any, limits: SpawnLimits) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in limits.projects:
+        mine = f"your projects: {', '.join(limits.projects)}" if limits.projects else "you are in no project"
+        raise OptionsError("project", f"{_describe(value)} is not one of your projects ({mine})")
+    return value
 
 
 def _parse_reservation(value: Any) -> str | None:

@@ -142,7 +142,8 @@ class CarmeSpawnerSettings(LoggingConfigurable):
     )
     log_tail_lines = Integer(20, config=True, help="Lines of the job's output shown when a spawn fails.")
 
-    def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None) -> SpawnLimits:
+    def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None,
+                     projects: tuple[str, ...] = ()) -> SpawnLimits:
         """The form's and the options' limits: the site's, lowered to the user's quota where it is lower."""
         quota = quota or Limits()
         max_gpus = min(self.max_gpus, quota.gpus_per_job if quota.gpus_per_job is not None else self.max_gpus)
@@ -164,5 +165,6 @@ class CarmeSpawnerSettings(LoggingConfigurable):
                 allowed_images={i.choice.id: i.reference for i in images},
                 default_image=self.default_image,
                 image_gpu={i.choice.id: i.choice.gpu for i in images},
+                projects=projects,
             )
         )

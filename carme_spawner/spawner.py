@@ -24,6 +24,7 @@ from traitlets import default
 
 from carme_core.roles import ADMIN, POWER, CarmeRoles, role_from_hub
 from carme_quota.admission import admit, explain_slurm_refusal
+from carme_quota.explain import form_lines
 from carme_quota.limits import Limits, effective_limits
 from carme_quota.settings import CarmeQuota
 from carme_slurm import (
@@ -41,7 +42,7 @@ from container_catalog import UserEntryRules
 
 from . import port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
-from .admission import HUB_ADMISSION
+from .admission import HUB_ADMISSION, stored_quota
 from .batch_script import JobSite, render_batch_script
 from .form import defaults_from_last_choice, render_options_form
 from .images import (
@@ -121,9 +122,12 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     def quota(self) -> CarmeQuota:
         return CarmeQuota(config=self.config)
 
-    def quota_limits(self, account: JobAccount) -> Limits:
-        """The user's effective limits for a server in their own account."""
-        return effective_limits(self.quota.role_default(account.role))
+    async def user_quota(self, account: JobAccount, project: object = None) -> tuple[Limits, tuple[str, ...]]:
+        """The user's effective limits for a server in `project` (their own account if None or not
+        theirs), and the projects they may choose."""
+        quota = self.quota
+        stored = await stored_quota(quota.db_url, self.user.name, project, self.log)
+        return effective_limits(quota.role_default(account.role), stored.template, stored.override), stored.projects
 
     def role(self) -> str:
         groups = [g.name for g in getattr(self.user, "groups", None) or ()]
@@ -167,9 +171,19 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         """The options form: exactly the choices parse_options will accept for this user."""
         account = await self.job_account()
         images = await self.image_choices(account)
-        limits = self.spawn_limits(images, self.quota_limits(account))
+        quota, projects = await self.user_quota(account)
+        limits = self.spawn_limits(images, quota, projects)
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
-        return render_options_form([i.choice for i in images], limits, defaults)
+        return render_options_form([i.choice for i in images], limits, defaults,
+                                   quota_lines=await self.quota_lines(account, quota, projects))
+
+    async def quota_lines(self, account: JobAccount, quota: Limits, projects: tuple[str, ...]) -> list[str]:
+        """The user's limits and use in words, for the form (from the hub's view: no SLURM call)."""
+        settings = self.quota
+        usage = HUB_ADMISSION.usage(self.view, account.username, settings.account or self._only_account(account.username),
+                                    self.view.job_name_prefix, settings.usage_reset_period)
+        per_project = {p: (await self.user_quota(account, p))[0].gpus_per_job for p in projects}
+        return form_lines(quota, usage, settings.usage_reset_period, per_project)
 
     @default("options_form")
     def _options_form_default(self):
@@ -185,7 +199,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         slug = server_slug(self.name)
         return f"{self.view.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
 
-    def job_site(self, account: JobAccount, env_names, image: CatalogImage) -> JobSite:
+    def job_site(self, account: JobAccount, env_names, image: CatalogImage, project: str | None = None) -> JobSite:
         fill = {"home": account.home, "username": account.username}
         return JobSite(
             job_name=self.job_name(),
@@ -199,7 +213,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             launcher=tuple(self.launcher_command),
             singleuser_cmd=tuple(self.cmd + self.get_args()),
             extra_sbatch=tuple(self.extra_sbatch_options),
-            account=self.quota.account,
+            account=project or self.quota.account,
         )
 
     def get_env(self):
@@ -251,7 +265,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
         try:
-            request = parse_options(options, self.spawn_limits(images, self.quota_limits(account)))
+            quota, projects = await self.user_quota(account, options.get("project"))
+            request = parse_options(options, self.spawn_limits(images, quota, projects))
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         image = next(i for i in images if i.choice.id == request.image_id)
@@ -263,10 +278,11 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
 
         Runs inside the user's admission slot (see `_start`), on the hub's SLURM view only."""
         account, request, quota = prepared.account, prepared.request, self.quota
-        association = quota.account or self._only_account(account.username)
+        association = request.project or quota.account or self._only_account(account.username)
         usage = HUB_ADMISSION.usage(self.view, account.username, association, self.view.job_name_prefix,
                                     quota.usage_reset_period)
-        refusal = admit(request.gpus, request.runtime_minutes, self.quota_limits(account), usage)
+        limits, _ = await self.user_quota(account, request.project)
+        refusal = admit(request.gpus, request.runtime_minutes, limits, usage)
         if refusal is not None:
             self.log.info("Spawn %s refused by quota: %s", self._log_name, refusal.message)
             raise SpawnFailed(f"Over your quota: {refusal.message}", 403)
@@ -281,7 +297,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         try:
             return render_batch_script(
                 prepared.request,
-                self.job_site(prepared.account, env, prepared.image),
+                self.job_site(prepared.account, env, prepared.image, prepared.request.project),
                 template_dir=Path(self.batch_template_dir) if self.batch_template_dir else None,
             )
         except ValueError as e:  # the site's settings, not the user's options (those were parsed)

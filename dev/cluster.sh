@@ -93,7 +93,14 @@ AccountingStoragePort=$DBD_PORT
 AccountingStorageTRES=gres/gpu
 AccountingStorageEnforce=associations,limits,qos,safe
 PriorityType=priority/multifactor
+# GPU-hour budgets per month (GrpTRESMins): usage is cleared on the 1st and does not decay before;
+# usage is recalculated every minute (so sshare follows a running job closely)
 PriorityUsageResetPeriod=MONTHLY
+PriorityDecayHalfLife=0
+PriorityCalcPeriod=1
+# the association's and the QOS's priority count (Carme's role QOS and per-user priority)
+PriorityWeightAssoc=1000
+PriorityWeightQOS=1000
 JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none

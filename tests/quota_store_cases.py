@@ -19,7 +19,8 @@ from carme_quota.limits import Limits, ProjectTemplate
 from carme_quota.store import SERVICE, Base, QuotaStore, RequestRow, StoreError
 
 TABLES = {"quota_overrides", "quota_projects", "quota_project_managers", "quota_project_members",
-          "quota_membership_requests", "quota_audit"}
+          "quota_membership_requests", "quota_audit", "quota_sync_state"}
+HEAD = "0002"
 VERSION_TABLE = "alembic_version_carme_quota"
 
 
@@ -39,7 +40,7 @@ def test_upgrade_from_empty_makes_what_the_models_say_and_downgrade_to_base_leav
     assert quota_db.current_revision() is None
     quota_db.upgrade()
     quota_db.upgrade()  # idempotent
-    assert quota_db.current_revision() == "0001"
+    assert quota_db.current_revision() == HEAD
     assert set(sa.inspect(quota_db.engine).get_table_names()) == TABLES | {VERSION_TABLE}
     with quota_db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE, "compare_type": True})
@@ -51,7 +52,14 @@ def test_upgrade_from_empty_makes_what_the_models_say_and_downgrade_to_base_leav
         assert inspector.get_sequence_names() == []
     assert quota_db.current_revision() is None
     quota_db.upgrade()  # and up again
-    assert quota_db.current_revision() == "0001"
+    assert quota_db.current_revision() == HEAD
+
+
+def test_the_sync_remembers_what_it_applied_last(store):
+    assert store.last_applied() is None
+    store.save_applied({"cluster": "c", "qos": {"carme-user": 0}})
+    store.save_applied({"cluster": "c", "qos": {"carme-user": 5}})
+    assert store.last_applied() == {"cluster": "c", "qos": {"carme-user": 5}}
 
 
 def test_set_override_audits_each_changed_field_old_to_new(store):

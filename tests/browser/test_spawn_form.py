@@ -31,7 +31,7 @@ def test_form_offers_the_role_s_images_and_starts_jupyterlab_on_a_gpu(hub, page)
     offered = page.eval_on_selector_all("input[name=image]", "els => els.map(e => e.value)")
     assert {"python-cpu", "pytorch-gpu", "tensorflow-gpu", "jax-gpu"} <= set(offered), offered
     assert "rapids-gpu" not in offered  # power users and admins only
-    assert page.locator("text=Your limit: 4 per server.").is_visible()
+    assert page.locator("text=Your limit: 2 per server.").is_visible()  # the user role's quota (CarmeQuota)
     page.check("#carme-image-pytorch-gpu")
     page.fill("#carme-gpus", "1")
     assert "interactive" in page.inner_text("#carme-routing")

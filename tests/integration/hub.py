@@ -21,6 +21,9 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path("/opt/carme/venv")
 STANDINS = Path("/opt/carme/standins")
+# Test hubs take fixed ports BELOW the ephemeral range (32768-60999 here), so no outgoing connection
+# (slurmdbd, munge, the hub's own clients) and no server's random port can hold one when a hub starts.
+# Each hub also uses public+1 (proxy API), +2 (catalog), +4 (quota) and public+81 (hub).
 PUBLIC_PORT = 18000
 HUB_PORT = 18081
 PROXY_API_PORT = 18001
@@ -109,6 +112,8 @@ class Hub:
                     "reload_interval": 1,
                 }
             ),
+            # and its own quota service port (its store is in the hub's state_dir)
+            "CARME__carme__quota": json.dumps({"url": f"http://127.0.0.1:{self.public_port + 4}"}),
         }
         env.update(self.extra_env)
         return env

@@ -33,7 +33,7 @@ GROUPS = f"ou=groups,{SUFFIX}"
 POSIX_GROUPS = f"ou=posixgroups,{SUFFIX}"
 LOG = STATE / "log" / "slapd.log"
 
-LDAP_HUB_PORTS = (48000, 48081, 48001)
+LDAP_HUB_PORTS = (18200, 18281, 18201)
 LDAP_JOB_PREFIX = "carme-ldap-"
 # an LDAP hub for tests: short cool-down, no per-address lock-out (all tests come from 127.0.0.1)
 LDAP_HUB_ENV = {

@@ -8,7 +8,7 @@
 - a start with no options (as scripts and culler-like tools do) runs the default image with the
   GPU it needs, and bad options are refused with 400 before anything reaches SLURM.
 
-Own ports (49000/49081/49001, catalog 49002, reconcile 49003) and job prefix (carme-plat-).
+Own ports (18300/18381/18301, catalog 18302, reconcile 18303, quota 18304) and job prefix (carme-plat-).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-PORTS = (49000, 49081, 49001)
+PORTS = (18300, 18381, 18301)
 PREFIX = "carme-plat-"
 INTERVAL = 5.0
 WINDOW = 120.0
@@ -36,7 +36,7 @@ def hub(cluster):
     dave_only = {"name": "dave-writes-images", "users": ["dave", "erin"],
                  "scopes": ["custom:carme-catalog:write!user=dave"]}
     env = {"CARME__carme__reconcile": json.dumps({"policy": "report", "grace": 0, "interval": INTERVAL,
-                                                  "url": "http://127.0.0.1:49003"})}
+                                                  "url": "http://127.0.0.1:18303"})}
     scopes = ("custom:carme-slurm:read", "custom:carme-reconcile:read")
     with running_hub(ports=PORTS, job_prefix=PREFIX, slurm_poll_interval=INTERVAL, extra_env=env,
                      harness_scopes=scopes, extra_roles=(dave_only,)) as hub:

@@ -1,7 +1,7 @@
 """Issue 12, acceptance 7: a hub start with an orphan job and a vanished job reports and handles
 both, as configured (carme_services.reconcile, wired by jupyterhub_config.apply_services).
 
-Own ports (38000/38081/38001, the service on 38002) and job prefix (carme-rec-): other suites may
+Own ports (18100/18181/18101, the service on 18103) and job prefix (carme-rec-): other suites may
 run at the same time.
 """
 
@@ -22,8 +22,8 @@ from .waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-PORTS = (38000, 38081, 38001)
-SERVICE_URL = "http://127.0.0.1:38003"  # the catalog service of the harness takes public port + 2
+PORTS = (18100, 18181, 18101)
+SERVICE_URL = "http://127.0.0.1:18103"  # the catalog service of the harness takes public port + 2
 PREFIX = "carme-rec-"
 
 

@@ -240,6 +240,7 @@ NEAR_VALID = {
     "partition": st.sampled_from(["interactive", "batch"]),
     "reservation": st.sampled_from(["maint", "r.1-x", "A" * 64]),
     "image": st.sampled_from(["base", "torch"]),
+    "project": st.sampled_from(["vision", "other", ""]),
 }
 RAW_OPTIONS = st.fixed_dictionaries(
     {}, optional={field: st.one_of(NEAR_VALID[field], ANYTHING) for field in KNOWN_OPTIONS}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import html.parser
 
 from carme_spawner.form import FormDefaults, ImageChoice, defaults_from_last_choice, render_options_form
@@ -82,3 +84,13 @@ def test_without_a_valid_choice_a_site_image_is_preselected_never_a_user_defined
     assert d.image == ""  # the default image is gone: nothing preselected, the user chooses
     assert defaults_from_last_choice({}, LIMITS, [shared, IMAGES[1]]).image == "torch"
     assert defaults_from_last_choice({"image": "dave/base"}, LIMITS, [shared]).image == "dave/base"
+
+
+def test_the_users_quota_and_projects_show_on_the_form():
+    limits = dataclasses.replace(LIMITS, projects=("vision",))
+    text = render_options_form(IMAGES, limits, FormDefaults(image="base"),
+                               quota_lines=["servers: 1 of 2", "GPUs per server: up to 2 <b>"])
+    assert 'id="carme-quota"' in text and "servers: 1 of 2 · GPUs per server: up to 2 &lt;b&gt;" in text
+    assert '<select class="form-select" id="carme-project" name="project">' in text and '<option value="vision">' in text
+    plain = render_options_form(IMAGES, LIMITS, FormDefaults(image="base"))
+    assert 'id="carme-quota"' not in plain and 'name="project"' not in plain

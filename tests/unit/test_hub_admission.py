@@ -17,7 +17,7 @@ def view(jobs=(), usage=(), todays=(), snapshot_started=0.0):
     reflector = lambda items, key, started=snapshot_started: SimpleNamespace(
         items={key(i): i for i in items}, snapshot_started=started)
     return SimpleNamespace(jobs=reflector(jobs, lambda j: j.job_id), usage=reflector(usage, lambda u: u.key),
-                           todays_jobs=reflector(todays, lambda j: j.job_id))
+                           recent_jobs=reflector(todays, lambda j: j.job_id))
 
 
 def test_live_jobs_in_any_account_and_in_flight_submissions_count_as_servers():

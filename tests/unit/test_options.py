@@ -30,8 +30,19 @@ def test_defaults():
     assert dataclasses.asdict(request) == dict(
         gpus=0, cpus=2, memory_mb=4000, partition="interactive", runtime_minutes=60, reservation=None,
         image_id="base", image="/opt/carme/images/base.sif",
-        routing_reason="0 GPUs for 1 h fits the interactive limits (<= 2 GPUs, <= 8 h)",
+        routing_reason="0 GPUs for 1 h fits the interactive limits (<= 2 GPUs, <= 8 h)", project=None,
     )
+
+
+def test_a_project_must_be_one_of_the_users():
+    limits = dataclasses.replace(LIMITS, projects=("vision", "nlp"))
+    assert parse_options({"project": "vision"}, limits).project == "vision"
+    assert parse_options({"project": ""}, limits).project is None  # the user's own account
+    assert str(error_for({"project": "other"}, limits)) == (
+        "project: 'other' is not one of your projects (your projects: vision, nlp)")
+    assert str(error_for({"project": "vision"}, LIMITS)) == (
+        "project: 'vision' is not one of your projects (you are in no project)")
+    assert error_for({"project": ["vision"]}, limits).field == "project"
 
 
 def test_without_options_an_image_that_needs_a_gpu_gets_one():
@@ -206,7 +217,7 @@ def test_image_gpu_policy(policy, gpus, words):
 def test_unknown_keys_rejected(key):
     error = error_for({key: "1"})
     assert error.field == key
-    assert str(error) == f"{key}: unknown option; allowed: gpus, image, partition, reservation, runtime"
+    assert str(error) == f"{key}: unknown option; allowed: gpus, image, partition, project, reservation, runtime"
 
 
 @pytest.mark.parametrize("key", [1, None, ("gpus",), "x\ny"])

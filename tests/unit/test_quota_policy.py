@@ -129,3 +129,35 @@ def test_a_project_templates_fields_are_named_in_its_errors():
         ProjectTemplate(gpus_at_once=-1)
     with pytest.raises(LimitError, match="^partitions: "):
         ProjectTemplate(partitions=("",))
+
+
+@pytest.mark.parametrize("period, now, expected", [
+    ("MONTHLY", datetime(2026, 12, 15, 9), datetime(2026, 12, 1)),
+    ("WEEKLY", datetime(2026, 12, 2, 9), datetime(2026, 11, 29)),  # Wednesday -> the Sunday before
+    ("WEEKLY", datetime(2026, 12, 6, 9), datetime(2026, 12, 6)),  # a Sunday -> itself
+    ("QUARTERLY", datetime(2026, 11, 15), datetime(2026, 10, 1)),
+    ("YEARLY", datetime(2026, 6, 1), datetime(2026, 1, 1)),
+    ("DAILY", datetime(2026, 6, 1, 13), datetime(2026, 6, 1)),
+    ("NONE", datetime(2026, 6, 1), None),
+])
+def test_the_usage_period_began_at_the_last_reset(period, now, expected):
+    from carme_quota.admission import usage_period_start
+
+    assert usage_period_start(period, now) == expected
+    if expected is not None:
+        assert usage_period_start(period, now) < next_usage_reset(period, now)
+
+
+def test_the_form_says_limits_and_use_in_plain_words():
+    from carme_quota.explain import form_lines
+
+    usage = Usage(servers=1, started_today=3, gpu_minutes_used=11 * 60, gpu_minutes_running=90, resets_at=JAN)
+    limits = Limits(gpus_per_job=2, max_servers=2, gpu_hours=100, jobs_per_day=20, max_runtime_minutes=90)
+    assert form_lines(limits, usage, "MONTHLY", {"vision": 4, "small": 1}) == [
+        "GPU-hours this month: 12.5 of 100, resets 1 Jan",
+        "servers: 1 of 2",
+        "servers started today: 3 of 20",
+        "GPUs per server: up to 2 (your project vision allows 4)",
+        "runtime per server: up to 1 h 30 min",
+    ]
+    assert form_lines(Limits(), usage, "MONTHLY") == []

@@ -71,7 +71,7 @@ def test_commands_are_read_only_argv_for_one_cluster():
     assert assoc == ["sacctmgr", "-n", "-P", "show", "assoc", "WOPLimits",
                      ("format=Cluster,Account,User,Partition,ParentName,MaxTRESPerJob,MaxJobs,MaxSubmitJobs,"
                      "GrpTRESMins,GrpTRES,MaxWall,Priority,QOS,DefaultQOS"), "where", C]
-    assert qos == ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,Priority"]
+    assert qos == ["sacctmgr", "-n", "-P", "show", "qos", "format=Name,Priority,Flags"]
     assert users == ["sacctmgr", "-n", "-P", "show", "user", "format=User,DefaultAccount", "where", C]
     with pytest.raises(ValueError, match="cluster"):
         current_state_commands("carme dev")
@@ -151,9 +151,9 @@ def test_first_sync_creates_qos_accounts_and_associations():
     p = plan(desired(), state(**REAL), None)
     assert p.drift == []
     assert p.commands == [
-        ["sacctmgr", "-i", "add", "qos", "name=carme-user", "Priority=10"],
-        ["sacctmgr", "-i", "add", "qos", "name=carme-power", "Priority=20"],
-        ["sacctmgr", "-i", "add", "qos", "name=carme-admin", "Priority=30"],
+        ["sacctmgr", "-i", "add", "qos", "name=carme-user", "Priority=10", "Flags=DenyOnLimit"],
+        ["sacctmgr", "-i", "add", "qos", "name=carme-power", "Priority=20", "Flags=DenyOnLimit"],
+        ["sacctmgr", "-i", "add", "qos", "name=carme-admin", "Priority=30", "Flags=DenyOnLimit"],
         ["sacctmgr", "-i", "add", "account", "name=proj-vision", C, "Description=Vision project",
          "Parent=carme-dev", "GrpTRES=gres/gpu=8", "GrpTRESMins=gres/gpu=30000", "MaxWall=2880"],
         ["sacctmgr", "-i", "modify", "user", "where", "user=alice", "account=carme-dev", C, "set",
@@ -399,3 +399,17 @@ def test_every_argv_value_is_checked_again_when_the_command_is_built():
     object.__setattr__(tampered, "qos", {"carme-user": "10 Flags=DenyOnLimit"})
     with pytest.raises(ValueError, match="Priority"):
         plan(tampered, parse_state("", "", ""), None)
+
+
+def test_a_desired_state_survives_its_json_form():
+    import json
+
+    state = desired()
+    assert DesiredState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+def test_a_role_qos_without_deny_on_limit_gets_it_so_slurm_refuses_jobs_over_a_limit_at_submission():
+    qos_text = fixture("show-qos-22.05-roles-constructed.txt").replace("carme-power|20|DenyOnLimit", "carme-power|20|")
+    current = parse_state(fixture("show-assoc-22.05-limits-constructed.txt"), qos_text, fixture("show-user-22.05.txt"))
+    p = plan(desired(), current, desired())
+    assert ["sacctmgr", "-i", "modify", "qos", "where", "name=carme-power", "set", "Flags+=DenyOnLimit"] in p.commands

@@ -44,7 +44,8 @@ def test_sacct_of_22_05_gives_jobs_with_times_and_plain_states():
 
 
 def test_sacct_pending_jobs_have_no_start():
-    text = "JobID|User|Account|JobName|Submit|Start|End|State\n7|bob|a|carme-bob|2026-12-01T10:00:00|Unknown|Unknown|PENDING\n"
+    text = ("JobID|User|Account|JobName|Submit|Start|End|State|AllocTRES|ElapsedRaw\n"
+            "7|bob|a|carme-bob|2026-12-01T10:00:00|Unknown|Unknown|PENDING||0\n")
     (job,) = parse_sacct(text)
     assert job.started is None and job.ended is None and job.state == "PENDING"
 
@@ -52,3 +53,9 @@ def test_sacct_pending_jobs_have_no_start():
 def test_a_missing_column_is_an_error_naming_it():
     with pytest.raises(ValueError, match="GrpTRESRaw"):
         parse_sshare("Account|User|RawUsage|TRESRunMins\n")
+
+
+def test_sacct_jobs_carry_their_gpus_and_run_time():
+    jobs = {j.job_id: j for j in parse_sacct((FIXTURES / "sacct-22.05.txt").read_text())}
+    assert jobs["537"].gpus == 2 and jobs["537"].elapsed_s == 1 and jobs["537"].gpu_hours == 2 / 3600
+    assert jobs["322"].gpus == 0 and jobs["322"].elapsed_s == 127
