@@ -97,11 +97,18 @@ def admit(gpus: int, runtime_minutes: int, limits: Limits, usage: Usage) -> Refu
     return None
 
 
+def minutes_left(limits: Limits, usage: Usage) -> float | None:
+    """GPU-minutes still free this period (None: no budget): SLURM counts what running jobs hold."""
+    if limits.gpu_hours is None:
+        return None
+    return limits.gpu_hours * 60 - usage.gpu_minutes_used - usage.gpu_minutes_running
+
+
 def _gpu_hours(gpus: int, runtime_minutes: int, budget_hours: float, usage: Usage) -> Refusal | None:
     # SLURM checks GrpTRESMins against used + reserved by running jobs + this job's whole request
     used = usage.gpu_minutes_used / 60
     reserved = usage.gpu_minutes_running / 60
-    left_minutes = budget_hours * 60 - usage.gpu_minutes_used - usage.gpu_minutes_running
+    left_minutes = minutes_left(Limits(gpu_hours=budget_hours), usage)
     if gpus * runtime_minutes <= left_minutes:
         return None
     resets = f", resets {_day(usage.resets_at)}" if usage.resets_at else ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from carme_core.roles import ROLES, USER
 
 from .limits import Limits, ProjectTemplate, effective_limits
-from .sacctmgr import AccountSpec, AssocSpec, DesiredState, role_qos
+from .sacctmgr import AccountSpec, AssocSpec, DesiredState, check_name, role_qos
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,15 @@ class ProjectPolicy:
     members: tuple[str, ...]
 
 
+def unmanageable(name: str) -> bool:
+    """True for a hub user name that is not a SLURM name (e.g. an e-mail address): no association."""
+    try:
+        check_name("user", name)
+    except ValueError:
+        return True
+    return False
+
+
 def desired_state(
     cluster: str,
     root_account: str,
@@ -35,7 +44,11 @@ def desired_state(
     overrides: Mapping[str, Limits],
     projects: Iterable[ProjectPolicy],
 ) -> DesiredState:
-    """`users`: {hub user: role}. A project member the hub does not know gets the user role's defaults."""
+    """`users`: {hub user: role}. A project member the hub does not know gets the user role's defaults.
+    Names SLURM cannot take (see `unmanageable`) are left out: one such name must not stop everyone's sync."""
+    users = {u: r for u, r in users.items() if not unmanageable(u)}
+    projects = [ProjectPolicy(p.name, p.template, tuple(m for m in p.members if not unmanageable(m)))
+                for p in projects]
     def limits(user: str, project: ProjectTemplate | None) -> Limits:
         role = users.get(user, USER)
         return effective_limits(role_defaults.get(role, Limits()), project, overrides.get(user))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from traitlets import Dict, Unicode, validate
+from traitlets import Dict, Enum, Float, Unicode, validate
 from traitlets.config import Configurable
 
 from carme_core.roles import ROLES
 
 from .admission import RESET_PERIODS
+from .budget import POLICIES
 from .limits import Limits
 
 
@@ -39,6 +40,27 @@ class CarmeQuota(Configurable):
         "start again, shown to users. Use PriorityDecayHalfLife=0 in slurm.conf, so usage does not decay "
         "before it resets.",
     )
+
+    budget_policy = Enum(
+        list(POLICIES),
+        "refuse",
+        config=True,
+        help="A start whose GPUs x runtime does not fit the GPU-hours left: refuse it (HTTP 403, saying what would "
+        "fit) or shorten its runtime to what fits (the spawn says so). SLURM holds the budget either way: a "
+        "server never runs past it, its time limit stops it there.",
+    )
+    budget_warning = Float(
+        0.8,
+        config=True,
+        help="Warn at Start (in the spawn's progress) when the server could take the period's GPU-hours above "
+        "this share of the budget (0 turns the warning off).",
+    )
+
+    @validate("budget_warning")
+    def _check_warning(self, proposal):
+        if not 0 <= proposal["value"] <= 1:
+            raise ValueError("CarmeQuota.budget_warning: must be a share between 0 and 1")
+        return proposal["value"]
 
     @validate("role_limits")
     def _check_role_limits(self, proposal):

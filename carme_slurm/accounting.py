@@ -1,4 +1,4 @@
-"""Parsers for SLURM's accounting: usage per association (`sshare`) and the day's jobs (`sacct`).
+"""Parsers for SLURM's accounting: usage per association (`sshare`) and recent jobs (`sacct`).
 
 Both read `-P` (pipe-separated) output with a header line, so a column added or moved by a
 newer SLURM is found by its name, not its place. `sshare` has no JSON output in 22.05.

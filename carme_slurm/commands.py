@@ -69,7 +69,9 @@ async def run_command(
 async def _parsed(argv: list[str], parse, timeout: float):
     out = await run_command(argv, timeout=timeout)
     try:
-        return parse(out)
+        # in a worker thread: a big site's sacct or squeue output takes seconds to parse, and the
+        # hub's event loop (every user's page and API call) must not wait for it
+        return await asyncio.to_thread(parse, out)
     except (ValueError, KeyError, TypeError) as e:
         raise SlurmCommandError(argv, f"unparsable output: {e}") from e
 

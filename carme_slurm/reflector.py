@@ -55,6 +55,7 @@ class Reflector(Generic[T]):
         max_backoff: float = 15.0,
         stale_warning_after: float = 60.0,
         log: logging.Logger | None = None,
+        group: Callable[[T], str] | None = None,
     ):
         self.log = log or logging.getLogger("carme.slurm")
         self.what = what  # for logs: the command it runs
@@ -65,6 +66,8 @@ class Reflector(Generic[T]):
         self._lister = lister
         self._key = key
         self.items: dict[str, T] = {}
+        self._group = group
+        self.grouped: dict[str, list[T]] = {}  # items by `group` (e.g. by user), rebuilt once per snapshot
         self.snapshot_started = 0.0
         self.calls = 0
         self.consecutive_failures = 0
@@ -122,6 +125,15 @@ class Reflector(Generic[T]):
 
     # ---- the watch ----------------------------------------------------------------------------
 
+    def set_items(self, items) -> None:
+        """Take `items` as the snapshot (and group them), so that readers look up, never scan."""
+        self.items = {self._key(item): item for item in items}
+        if self._group is not None:
+            grouped: dict[str, list[T]] = {}
+            for item in self.items.values():
+                grouped.setdefault(self._group(item), []).append(item)
+            self.grouped = grouped
+
     async def refresh(self) -> bool:
         """One call of the lister; True if it gave a good snapshot."""
         started = time.time()
@@ -131,7 +143,7 @@ class Reflector(Generic[T]):
         except SlurmCommandError as e:
             self._record_failure(str(e))
             return False
-        self.items = {self._key(item): item for item in items}
+        self.set_items(items)
         self.snapshot_started = started
         if self.consecutive_failures:
             self.log.warning(

@@ -76,7 +76,8 @@ class SlurmView(LoggingConfigurable):
         timeout = self.command_timeout
         common = {"stale_warning_after": self.stale_warning_after, "log": self.log}
         self.jobs: Reflector[SlurmJob] = Reflector(
-            lambda: commands.squeue_all(timeout), lambda j: j.job_id, self.job_interval, "squeue", **common
+            lambda: commands.squeue_all(timeout), lambda j: j.job_id, self.job_interval, "squeue",
+            group=lambda j: j.user, **common
         )
         self.nodes: Reflector[SlurmNode] = Reflector(
             lambda: commands.sinfo_nodes(timeout), lambda n: n.name, self.node_interval, "sinfo", **common
@@ -91,7 +92,7 @@ class SlurmView(LoggingConfigurable):
         self.recent_jobs: Reflector[AccountedJob] = Reflector(
             lambda: commands.sacct_jobs_since(_local_midnight() - timedelta(days=self.accounting_window_days), timeout),
             lambda j: j.job_id,
-            self.accounting_interval or 60, "sacct", **common
+            self.accounting_interval or 60, "sacct", group=lambda j: j.user, **common
         )
 
     # ---- the shared instance -------------------------------------------------------------------

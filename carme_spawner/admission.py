@@ -3,9 +3,10 @@
 `HubAdmission.slot(user)` holds the user's lock from the quota check until `sbatch` has
 returned, so concurrent requests of one user cannot pass together. A job just submitted is not
 in the view yet: it is counted as in flight until a snapshot begun after its submission has
-been taken (then the view itself shows it, or shows it gone). Everything else comes from the
-hub's one SLURM view: live jobs (`squeue`), the period's usage (`sshare`) and today's jobs
-(`sacct`), both cached per interval. No SLURM call is made here.
+been taken after `sbatch` returned (then the view itself shows it, or shows it gone).
+Everything else comes from the hub's one SLURM view: live jobs (`squeue`), the period's usage
+(`sshare`) and the recent jobs (`sacct`), cached per interval and grouped by user, so a spawn
+reads its user's jobs only. No SLURM call is made here.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ class HubAdmission:
 
     def usage(self, view: SlurmView, user: str, account: str, job_name_prefix: str, period: str) -> Usage:
         """The user's use from the view (see `carme_quota.admission.user_usage`), in-flight jobs included."""
-        return user_usage(user, account, view.jobs.items.values(), view.usage.items, view.recent_jobs.items.values(),
-                          job_name_prefix, period, datetime.now(), self.in_flight(view, user))
+        # the user's own jobs only (the view groups them once per snapshot): a spawn never scans everyone's
+        return user_usage(user, account, view.jobs.grouped.get(user, ()), view.usage.items,
+                          view.recent_jobs.grouped.get(user, ()), job_name_prefix, period, datetime.now(),
+                          self.in_flight(view, user))
 
 
 #: the hub's one instance

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from batchspawner import SlurmSpawner
@@ -23,7 +23,8 @@ from tornado import web
 from traitlets import default
 
 from carme_core.roles import ADMIN, POWER, CarmeRoles, role_from_hub
-from carme_quota.admission import admit, explain_slurm_refusal
+from carme_quota.admission import Refusal, Usage, admit, explain_slurm_refusal
+from carme_quota.budget import budget_warning, runtime_that_fits
 from carme_quota.explain import form_lines
 from carme_quota.limits import Limits, effective_limits
 from carme_quota.settings import CarmeQuota
@@ -52,7 +53,14 @@ from .images import (
     shared_catalog,
 )
 from .job_follow import JobEnded, JobFollower
-from .options import OptionsError, SpawnRequest, options_from_form_data, parse_options
+from .options import (
+    OptionsError,
+    SpawnLimits,
+    SpawnRequest,
+    format_duration,
+    options_from_form_data,
+    parse_options,
+)
 from .settings import CarmeSpawnerSettings
 from .spawn_steps import SpawnSteps
 
@@ -264,17 +272,22 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         account = await self.job_account()
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
+        quota, projects = await self.user_quota(account, options.get("project"))
+        prepared = self._parsed(account, images, options, self.spawn_limits(images, quota, projects))
+        self.steps.mark("options parsed")
+        return prepared
+
+    def _parsed(self, account: JobAccount, images: list[CatalogImage], options: dict, limits) -> PreparedSpawn:
         try:
-            quota, projects = await self.user_quota(account, options.get("project"))
-            request = parse_options(options, self.spawn_limits(images, quota, projects))
+            request = parse_options(options, limits)
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         image = next(i for i in images if i.choice.id == request.image_id)
-        self.steps.mark("options parsed")
-        return PreparedSpawn(account, request, image)
+        return PreparedSpawn(account, request, image, options, tuple(images), limits)
 
-    async def admit(self, prepared: PreparedSpawn) -> None:
-        """admit: may this request start now under the user's quota? SpawnFailed(403) in plain words if not.
+    async def admit(self, prepared: PreparedSpawn) -> PreparedSpawn:
+        """admit: may this request start now under the user's quota? SpawnFailed(403) in plain words if not;
+        with CarmeQuota.budget_policy "shorten", a request over the GPU-hours left comes back shortened.
 
         Runs inside the user's admission slot (see `_start`), on the hub's SLURM view only."""
         account, request, quota = prepared.account, prepared.request, self.quota
@@ -283,9 +296,43 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
                                     quota.usage_reset_period)
         limits, _ = await self.user_quota(account, request.project)
         refusal = admit(request.gpus, request.runtime_minutes, limits, usage)
+        if refusal is None and request.project:
+            refusal = await self.project_refusal(account, request, usage)
+        if refusal is not None and refusal.limit == "gpu_hours" and quota.budget_policy == "shorten":
+            fits = runtime_that_fits(request.gpus, request.runtime_minutes, limits, usage)
+            if fits >= 1:
+                prepared = self._parsed(account, list(prepared.images), {**prepared.options, "runtime": fits},
+                                        prepared.limits)
+                request = prepared.request
+                self._emit(f"Runtime shortened to {format_duration(fits)}: that is what your GPU-hours allow "
+                           f"({refusal.use:g} of {refusal.allowed:g} used or held this period); queue "
+                           f"{request.partition}.", 5)
+                refusal = admit(request.gpus, request.runtime_minutes, limits, usage)
         if refusal is not None:
             self.log.info("Spawn %s refused by quota: %s", self._log_name, refusal.message)
             raise SpawnFailed(f"Over your quota: {refusal.message}", 403)
+        warning = budget_warning(request.gpus, request.runtime_minutes, limits, usage, quota.budget_warning,
+                                 quota.usage_reset_period)
+        if warning:
+            self._emit(warning, 5)
+        return prepared
+
+    async def project_refusal(self, account: JobAccount, request: SpawnRequest, usage: Usage) -> Refusal | None:
+        """A job in a project: the project's partitions and its GPU-hour budget (all members together,
+        the account's own line in sshare)."""
+        template = (await stored_quota(self.quota.db_url, self.user.name, request.project, self.log)).template
+        if template is None:
+            return None
+        if template.partitions and request.partition not in template.partitions:
+            return Refusal("gpus_per_job", 0, 0, f"project {request.project} runs on the partitions "
+                           f"{', '.join(template.partitions)} only, not on {request.partition}.")
+        whole = self.view.usage.items.get(f"{request.project}/")
+        project_usage = replace(usage, gpu_minutes_used=whole.gpu_minutes_used if whole else 0.0,
+                                gpu_minutes_running=whole.gpu_minutes_running if whole else 0.0)
+        refusal = admit(request.gpus, request.runtime_minutes, Limits(gpu_hours=template.gpu_hours), project_usage)
+        if refusal is not None:
+            return replace(refusal, message=f"project {request.project}'s {refusal.message}")
+        return None
 
     def _only_account(self, username: str) -> str:
         """The user's one SLURM account from the usage snapshot ("" if none or several)."""
@@ -325,7 +372,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             if explained:
                 raise SpawnFailed(explained, 403) from None
             raise SpawnFailed(f"SLURM refused the job: {e}") from None
-        HUB_ADMISSION.submitted(account.username, job_id, self.submitted_at)
+        # counted in flight until a snapshot begun AFTER sbatch returned: one begun while sbatch ran
+        # may not list the job yet
+        HUB_ADMISSION.submitted(account.username, job_id, time.time())
         self.steps.mark("sbatch returned")
         self._emit(
             f"Submitted SLURM job {job_id}: {request.gpus} GPU(s), {request.cpus} CPUs, "
@@ -380,7 +429,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         # one spawn of this user at a time from the quota check until sbatch returned: concurrent
         # requests cannot pass the check together
         async with HUB_ADMISSION.slot(prepared.account.username):
-            await self.admit(prepared)
+            prepared = await self.admit(prepared)
+            self._prepared, self.spawn_request = prepared, prepared.request
             self.steps.mark("admitted")
             env = self.get_env()
             script = self.render(prepared, env)
@@ -470,6 +520,9 @@ class PreparedSpawn:
     account: JobAccount
     request: SpawnRequest
     image: CatalogImage
+    options: dict  # the options it was parsed from (a budget may shorten their runtime)
+    images: tuple[CatalogImage, ...]
+    limits: SpawnLimits
 
 
 async def apply_carme_options(spawner: CarmeSpawner, user_options) -> None:

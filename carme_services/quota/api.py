@@ -6,8 +6,8 @@
     DELETE api/users/NAME/override     drop it                                                  admin
     GET    api/audit[?target=user:NAME&limit=N]   who changed what, when, old -> new            admin
     GET    api/sync                    the last sync: commands, drift, error                    admin
-    POST   api/sync[?dry_run=1]        sync now                                                 admin
-    GET    api/projects                the projects (members and requests for their managers)  any user
+    POST   api/sync[?dry_run=1][&overwrite_drift=1]  sync now (also putting back hand-made changes) admin
+    GET    api/projects                the projects (members, GPU-hours used: to members, managers)  any user
     POST   api/projects                create {name, description, template, managers}           admin
     POST   api/projects/P/requests     ask to join P {message}                                  any user
     GET    api/projects/P/requests     P's pending requests                                     P's managers, admin
@@ -122,6 +122,11 @@ class QuotaHandler(CarmeServiceHandler):
                 "usage": {f"{u['account']}/{u['user']}": AssociationUsage.from_dict(u) for u in usage["usage"]},
                 "recent_jobs": [AccountedJob.from_dict(j) for j in todays["jobs"]]}
 
+    async def project_gpu_hours(self) -> dict[str, float]:
+        """GPU-hours used this period by each project account (all its members), from the view's sshare."""
+        usage = (await self.service.hub_client().slurm("usage"))["usage"]
+        return {u["account"]: round(u["gpu_minutes_used"] / 60, 3) for u in usage if not u["user"]}
+
     async def synced(self) -> dict:
         return await self.service.sync()
 
@@ -184,8 +189,10 @@ class SyncHandler(QuotaHandler):
     @web.authenticated
     async def post(self):
         self.require_admin()
-        dry = self.get_argument("dry_run", "0").lower() in ("1", "true", "yes")
-        self.write_json(await self.service.sync(dry_run=dry))
+        flag = lambda name: self.get_argument(name, "0").lower() in ("1", "true", "yes")  # noqa: E731
+        if flag("overwrite_drift"):
+            self.log.warning("%s asked a sync that overwrites SLURM's hand-made changes", self.username)
+        self.write_json(await self.service.sync(dry_run=flag("dry_run"), overwrite_drift=flag("overwrite_drift")))
 
 
 class ProjectsHandler(QuotaHandler):
@@ -193,10 +200,14 @@ class ProjectsHandler(QuotaHandler):
     async def get(self):
         names = await self.in_store(self.store.project_names)
         projects = [await self.in_store(self.store.project, n) for n in names]
+        used = await self.project_gpu_hours()
         me = self.username
-        self.write_json({"projects": [
-            {**project_json(p, self.is_admin() or me in p.managers or me in p.members),
-             "member": me in p.members, "manager": me in p.managers} for p in projects]})
+        listed = []
+        for p in projects:
+            full = self.is_admin() or me in p.managers or me in p.members
+            listed.append({**project_json(p, full), "member": me in p.members, "manager": me in p.managers,
+                           **({"gpu_hours_used": used.get(p.name.lower(), 0.0)} if full else {})})
+        self.write_json({"projects": listed})
 
     @web.authenticated
     async def post(self):
@@ -208,8 +219,11 @@ class ProjectsHandler(QuotaHandler):
         raw = body.get("template") or {}
         if not isinstance(raw, dict):
             raise web.HTTPError(400, "template: must be an object")
+        partitions = raw.get("partitions") or []
+        if not isinstance(partitions, list) or not all(isinstance(p, str) for p in partitions):
+            raise web.HTTPError(400, "template.partitions: must be a list of partition names")
         try:
-            template = ProjectTemplate(**{**raw, "partitions": tuple(raw.get("partitions") or ())})
+            template = ProjectTemplate(**{**raw, "partitions": tuple(partitions)})
         except TypeError as e:
             raise web.HTTPError(400, f"template: {e}") from None
         except LimitError as e:

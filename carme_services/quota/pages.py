@@ -49,6 +49,16 @@ def summary(report: dict) -> str:
     return f"{hours} · {servers}"
 
 
+def near_budget(report: dict, threshold: float) -> str:
+    """A warning once the period's GPU-hours (used and held by running servers) pass `threshold` of the budget."""
+    budget, usage = report["limits"]["effective"]["gpu_hours"], report["usage"]
+    used = usage["gpu_hours_used"] + usage["gpu_hours_held"]
+    if budget is None or not threshold or used < threshold * budget:
+        return ""
+    return (f"You have used {used:g} of your {budget:g} GPU-hours ({100 * used / budget:.0f} %) this period: "
+            "servers that do not fit the rest cannot start.")
+
+
 def daily_chart(report: dict, now: datetime) -> str:
     """GPU-hours per day from the start of the usage period (at most 31 days back) until today."""
     per_day = {d["day"]: d["gpu_hours"] for d in report.get("history", [])}
@@ -65,6 +75,7 @@ class UsagePage(QuotaHandler):
     async def get(self):
         report = await self.report(self.current_user, await self.view())
         self.finish(self.render_page("quota_usage.html", report=report, rows=limit_rows(report),
+                                     warning=near_budget(report, self.service.quota.budget_warning),
                                      summary=summary(report), chart=daily_chart(report, datetime.now()),
                                      is_admin=self.is_admin(), snapshot_age=report["snapshot"].get("last_snapshot")))
 
@@ -73,6 +84,7 @@ class ProjectsPage(QuotaHandler):
     @web.authenticated
     async def get(self, notice: str = "", kind: str = "success"):
         me, projects = self.username, []
+        used = await self.project_gpu_hours()
         for name in await self.in_store(self.store.project_names):
             p = await self.in_store(self.store.project, name)
             manages = self.is_admin() or me in p.managers
@@ -87,6 +99,7 @@ class ProjectsPage(QuotaHandler):
                      "requests": await self.in_store(self.store.requests, p.name) if manages else []}
             if manages or entry["member"]:
                 entry["members"] = p.members
+                entry["template_rows"].append(("used this period", f"{used.get(p.name.lower(), 0.0):g} GPU-hours"))
             projects.append(entry)
         self.finish(self.render_page("quota_projects.html", projects=projects, notice=notice, notice_kind=kind))
 

@@ -13,7 +13,7 @@ from prometheus_client import Gauge
 from traitlets import Bool, Float, Integer, Unicode
 
 from carme_core.roles import ROLES, role_of_model
-from carme_quota.desired import ProjectPolicy, desired_state
+from carme_quota.desired import ProjectPolicy, desired_state, unmanageable
 from carme_quota.sacctmgr import (
     DesiredState,
     current_state_commands,
@@ -23,7 +23,7 @@ from carme_quota.sacctmgr import (
 )
 from carme_quota.settings import CarmeQuota
 from carme_quota.store import QuotaStore, database
-from carme_slurm import SlurmCommandError, command_env, run_command
+from carme_slurm import command_env, run_command
 
 from ..base import CarmeService, PeriodicTask
 from ..wiring import (
@@ -98,6 +98,9 @@ class QuotaService(CarmeService):
     async def hub_roles(self) -> dict[str, str]:
         """Every hub user with the Carme role the hub gives them (system accounts left out)."""
         users = await self.hub_client().get_all("users")
+        skipped = sorted(u["name"] for u in users if unmanageable(u["name"]))
+        if skipped:
+            self.log.warning("no SLURM association for hub users whose names SLURM cannot take: %s", ", ".join(skipped))
         return {u["name"]: role_of_model(u, self.power_groups) for u in users if not self.system_account(u["name"])}
 
     def system_account(self, name: str) -> bool:
@@ -129,26 +132,27 @@ class QuotaService(CarmeService):
             raise RuntimeError(f"slurmdbd keeps {len(clusters)} clusters ({', '.join(clusters)}): set carme.quota.cluster")
         return clusters[0]
 
-    async def sync(self, dry_run: bool | None = None) -> dict:
-        """Plan SLURM's associations against the policy and (unless dry) apply the plan; the result."""
+    async def sync(self, dry_run: bool | None = None, overwrite_drift: bool = False) -> dict:
+        """Plan SLURM's associations against the policy and (unless dry) apply the plan; the result.
+        `overwrite_drift` (an admin's explicit ask, or the setting) also puts back hand-made changes."""
         dry_run = self.dry_run if dry_run is None else dry_run
         async with self._sync_lock:
             began = time.time()
             try:
-                result = await self._sync(dry_run)
-            except (SlurmCommandError, RuntimeError, ValueError) as e:
-                self.log.warning("sync failed: %s", e)
+                result = await self._sync(dry_run, overwrite_drift or self.overwrite_drift)
+            except Exception as e:  # noqa: BLE001 - a report: the change that asked for it is saved already
+                self.log.warning("sync failed: %s: %s", type(e).__name__, e)
                 result = {**self.last_sync, "error": f"{e}", "error_at": began}
             self.last_sync = {**result, "took_s": round(time.time() - began, 3)}
             return self.last_sync
 
-    async def _sync(self, dry_run: bool) -> dict:
+    async def _sync(self, dry_run: bool, overwrite_drift: bool) -> dict:
         desired = await self.desired()
         outputs = [await run_command(argv, env=command_env(), timeout=60)
                    for argv in current_state_commands(desired.cluster)]
         last = await asyncio.to_thread(self.store.last_applied)
         the_plan = plan(desired, parse_state(*outputs), DesiredState.from_dict(last) if last else None,
-                        overwrite_drift=self.overwrite_drift)
+                        overwrite_drift=overwrite_drift)
         for drift in the_plan.drift:
             self.log.warning("drift: %s %s is %s in SLURM, Carme's policy says %s%s", drift.what, drift.field,
                              drift.slurm, drift.carme, " (overwritten)" if drift.overwritten else "")

@@ -92,4 +92,5 @@ def test_a_manager_approves_a_request_on_the_projects_page(hub, page):
     page.artifact("request-approved")
     assert row is not None
     projects = requests.get(f"{api}/projects", headers=dave, timeout=30).json()["projects"]
-    assert next(p for p in projects if p["name"] == "optics")["member"] is True
+    optics = next(p for p in projects if p["name"] == "optics")
+    assert optics["member"] is True and optics["gpu_hours_used"] >= 0  # members and managers see its use

@@ -112,8 +112,10 @@ class Hub:
                     "reload_interval": 1,
                 }
             ),
-            # and its own quota service port (its store is in the hub's state_dir)
-            "CARME__carme__quota": json.dumps({"url": f"http://127.0.0.1:{self.public_port + 4}"}),
+            # and its own quota service port (its store is new, in the hub's state_dir). The dev cluster is
+            # shared: each test hub puts its own policy into SLURM at start, over what other hubs wrote
+            "CARME__carme__quota": json.dumps({"url": f"http://127.0.0.1:{self.public_port + 4}",
+                                               "overwrite_drift": True}),
         }
         env.update(self.extra_env)
         return env

@@ -24,6 +24,8 @@ def hub(cluster):
         "CARME__CarmeQuota__role_limits": json.dumps(LIMITS),
         "CARME__CarmeQuota__account": "carme-dev",
         "CARME__SlurmView__accounting_interval": "5",
+        # the hub's own admission is what this module tests: its quota service leaves SLURM alone
+        "CARME__carme__quota": json.dumps({"url": "http://127.0.0.1:18704", "dry_run": True}),
     }
     with running_hub(extra_env=env, ports=(18700, 18781, 18701), job_prefix="carme-quota-",
                      harness_scopes=("custom:carme-slurm:read",)) as hub:

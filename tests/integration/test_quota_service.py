@@ -24,12 +24,16 @@ LIMITS = {"user": {"max_servers": 2, "gpus_per_job": 2}, "power": {"max_servers"
 @pytest.fixture(scope="module")
 def hub(cluster):
     env = {"CARME__CarmeQuota__role_limits": json.dumps(LIMITS),
+           # drift is what this module tests: only the fixture's first sync overwrites what other hubs wrote
+           "CARME__carme__quota": json.dumps({"url": "http://127.0.0.1:18804", "overwrite_drift": False}),
            "CARME__Authenticator__admin_users": json.dumps(["admin", "carol"])}  # carol runs projects
     with running_hub(extra_env=env, ports=(18800, 18881, 18801), job_prefix="carme-qsvc-",
                      harness_scopes=(ADMIN, "custom:carme-quota:read", "access:services!service=carme-quota")) as hub:
         for user in ("alice", "bob", "carol", "dave", "erin"):
             hub.ensure_user(user)
         hub.quota = f"{hub.url}/services/carme-quota/api"
+        # this hub's store is new, the cluster is shared: its policy goes into SLURM over what others wrote
+        assert wait_until(lambda: hub.session.post(f"{hub.quota}/sync", params={"overwrite_drift": 1}).ok, 60)
         yield hub
         for user in ("alice", "dave"):
             hub.session.delete(f"{hub.quota}/users/{user}/override")
@@ -130,3 +134,23 @@ def test_projects_request_approve_and_run_on_the_projects_account(hub):
     hub.stop_server("dave")
     r = hub.start_server("erin", {**CPU, "project": "vision"})
     assert r.status_code == 400 and r.json()["message"].startswith("project: 'vision' is not one of your projects"), r.text
+
+
+def test_a_limit_changed_by_hand_in_slurm_is_drift_reported_to_admins_and_left_alone(hub):
+    sync(hub)
+    by_hand = ["sacctmgr", "-i", "modify", "user", "where", "user=bob", "account=carme-dev", "cluster=carme-dev", "set"]
+    subprocess.run([*by_hand, "MaxJobs=7"], check=True, capture_output=True)
+    try:
+        result = sync(hub)
+        drift = [d for d in result["drift"] if d["what"] == "association bob in carme-dev" and d["field"] == "MaxJobs"]
+        assert drift == [{"what": "association bob in carme-dev", "field": "MaxJobs", "slurm": 7, "carme": 2,
+                          "overwritten": False}], result["drift"]
+        assert association("bob")["jobs"] == "7"  # not overwritten
+        page = requests.get(f"{hub.url}/services/carme-quota/admin",
+                            headers={"Authorization": f"token {hub.user_token('carol')}"}, timeout=30)
+        assert page.status_code == 200 and "association bob in carme-dev: MaxJobs is 7 in SLURM" in page.text
+    finally:
+        subprocess.run([*by_hand, "MaxJobs=2"], check=True, capture_output=True)
+    # back as Carme wrote it: no drift on that field any more (other fields another test hub's store wrote
+    # into the shared cluster may show as drift here: this hub's store never applied them)
+    assert not [d for d in sync(hub)["drift"] if "bob" in d["what"] and d["field"] == "MaxJobs"]

@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+from carme_slurm import Reflector
 from carme_slurm.accounting import AccountedJob, AssociationUsage
 from carme_spawner.admission import HubAdmission
 
@@ -14,10 +15,16 @@ from .samples import slurm_job
 
 
 def view(jobs=(), usage=(), todays=(), snapshot_started=0.0):
-    reflector = lambda items, key, started=snapshot_started: SimpleNamespace(
-        items={key(i): i for i in items}, snapshot_started=started)
-    return SimpleNamespace(jobs=reflector(jobs, lambda j: j.job_id), usage=reflector(usage, lambda u: u.key),
-                           recent_jobs=reflector(todays, lambda j: j.job_id))
+    """A view's reflectors holding these snapshots (grouped by user as the hub's are)."""
+    def reflector(items, key, group=None):
+        r = Reflector(None, key, group=group)
+        r.set_items(items)
+        r.snapshot_started = snapshot_started
+        return r
+
+    return SimpleNamespace(jobs=reflector(jobs, lambda j: j.job_id, lambda j: j.user),
+                           usage=reflector(usage, lambda u: u.key),
+                           recent_jobs=reflector(todays, lambda j: j.job_id, lambda j: j.user))
 
 
 def test_live_jobs_in_any_account_and_in_flight_submissions_count_as_servers():

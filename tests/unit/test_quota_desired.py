@@ -28,3 +28,9 @@ def test_a_project_is_an_account_with_its_template_and_its_members_associations(
     assert member.limits == Limits(gpus_per_job=2, max_servers=1, priority=5)  # the project's budget, not hers
     assert not member.default_account
     assert state.associations[("zed", "vision")].qos == "carme-user"  # unknown to the hub: the user role
+
+
+def test_a_name_slurm_cannot_take_is_left_out_not_everyones_sync_stopped():
+    vision = ProjectPolicy("vision", ProjectTemplate(), ("bob@example.org", "alice"))
+    state = desired_state("c", "lab", DEFAULTS, {"alice": "user", "bob@example.org": "user"}, {}, [vision])
+    assert set(state.associations) == {("alice", "lab"), ("alice", "vision")}

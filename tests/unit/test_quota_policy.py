@@ -161,3 +161,20 @@ def test_the_form_says_limits_and_use_in_plain_words():
         "runtime per server: up to 1 h 30 min",
     ]
     assert form_lines(Limits(), usage, "MONTHLY") == []
+
+
+def test_a_budget_shortens_a_start_to_what_fits_and_warns_near_the_limit():
+    from carme_quota.budget import budget_warning, runtime_that_fits
+
+    usage = Usage(servers=0, started_today=0, gpu_minutes_used=95 * 60, gpu_minutes_running=60, resets_at=JAN)
+    limits = Limits(gpu_hours=100)
+    assert runtime_that_fits(2, 600, limits, usage) == 120  # 4 GPU-hours left: 2 GPUs for 2 h
+    assert runtime_that_fits(1, 60, limits, usage) == 60
+    assert runtime_that_fits(0, 600, limits, usage) == 600  # no GPU, no GPU-hours
+    assert runtime_that_fits(1, 60, Limits(), usage) == 60
+    assert runtime_that_fits(1, 60, Limits(gpu_hours=96), usage) == 0
+    warning = budget_warning(2, 120, limits, usage, 0.8, "MONTHLY")
+    assert warning == ("GPU-hours this month: with this server up to 100.00 of 100 (100 %); they start again "
+                       "on 1 Jan. The server stops when its time is up.")
+    assert budget_warning(1, 10, Limits(gpu_hours=1000), usage, 0.8, "MONTHLY") is None
+    assert budget_warning(1, 10, limits, usage, 0, "MONTHLY") is None
