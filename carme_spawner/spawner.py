@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from batchspawner import SlurmSpawner
 from jupyterhub import orm
@@ -26,7 +27,7 @@ from carme_core.roles import ADMIN, POWER, CarmeRoles, role_from_hub
 from carme_quota.admission import Refusal, Usage, admit, explain_slurm_refusal
 from carme_quota.budget import budget_warning, runtime_that_fits
 from carme_quota.explain import form_lines
-from carme_quota.limits import Limits, effective_limits
+from carme_quota.limits import Limits, ProjectTemplate, effective_limits
 from carme_quota.settings import CarmeQuota
 from carme_slurm import (
     SlurmCommandError,
@@ -130,12 +131,13 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     def quota(self) -> CarmeQuota:
         return CarmeQuota(config=self.config)
 
-    async def user_quota(self, account: JobAccount, project: object = None) -> tuple[Limits, tuple[str, ...]]:
+    async def user_quota(self, account: JobAccount, project: object = None) -> UserQuota:
         """The user's effective limits for a server in `project` (their own account if None or not
-        theirs), and the projects they may choose."""
+        theirs), the projects they may choose, and that project's template: one read of the store."""
         quota = self.quota
         stored = await stored_quota(quota.db_url, self.user.name, project, self.log)
-        return effective_limits(quota.role_default(account.role), stored.template, stored.override), stored.projects
+        limits = effective_limits(quota.role_default(account.role), stored.template, stored.override)
+        return UserQuota(limits, stored.projects, stored.template)
 
     def role(self) -> str:
         groups = [g.name for g in getattr(self.user, "groups", None) or ()]
@@ -179,7 +181,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         """The options form: exactly the choices parse_options will accept for this user."""
         account = await self.job_account()
         images = await self.image_choices(account)
-        quota, projects = await self.user_quota(account)
+        quota, projects, _ = await self.user_quota(account)
         limits = self.spawn_limits(images, quota, projects)
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
         return render_options_form([i.choice for i in images], limits, defaults,
@@ -190,7 +192,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         settings = self.quota
         usage = HUB_ADMISSION.usage(self.view, account.username, settings.account or self._only_account(account.username),
                                     self.view.job_name_prefix, settings.usage_reset_period)
-        per_project = {p: (await self.user_quota(account, p))[0].gpus_per_job for p in projects}
+        per_project = {p: (await self.user_quota(account, p)).limits.gpus_per_job for p in projects}
         return form_lines(quota, usage, settings.usage_reset_period, per_project)
 
     @default("options_form")
@@ -272,18 +274,20 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         account = await self.job_account()
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
-        quota, projects = await self.user_quota(account, options.get("project"))
-        prepared = self._parsed(account, images, options, self.spawn_limits(images, quota, projects))
+        quota = await self.user_quota(account, options.get("project"))
+        prepared = self._parsed(account, images, options, self.spawn_limits(images, quota.limits, quota.projects),
+                                quota)
         self.steps.mark("options parsed")
         return prepared
 
-    def _parsed(self, account: JobAccount, images: list[CatalogImage], options: dict, limits) -> PreparedSpawn:
+    def _parsed(self, account: JobAccount, images, options: dict, limits: SpawnLimits,
+                quota: UserQuota) -> PreparedSpawn:
         try:
             request = parse_options(options, limits)
         except OptionsError as e:
             raise SpawnFailed(str(e), 400) from None
         image = next(i for i in images if i.choice.id == request.image_id)
-        return PreparedSpawn(account, request, image, options, tuple(images), limits)
+        return PreparedSpawn(account, request, image, options, tuple(images), limits, quota)
 
     async def admit(self, prepared: PreparedSpawn) -> PreparedSpawn:
         """admit: may this request start now under the user's quota? SpawnFailed(403) in plain words if not;
@@ -294,20 +298,20 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         association = request.project or quota.account or self._only_account(account.username)
         usage = HUB_ADMISSION.usage(self.view, account.username, association, self.view.job_name_prefix,
                                     quota.usage_reset_period)
-        limits, _ = await self.user_quota(account, request.project)
+        limits = prepared.quota.limits  # read with the options: the store is read once per spawn
         refusal = admit(request.gpus, request.runtime_minutes, limits, usage)
-        if refusal is None and request.project:
-            refusal = await self.project_refusal(account, request, usage)
         if refusal is not None and refusal.limit == "gpu_hours" and quota.budget_policy == "shorten":
             fits = runtime_that_fits(request.gpus, request.runtime_minutes, limits, usage)
             if fits >= 1:
-                prepared = self._parsed(account, list(prepared.images), {**prepared.options, "runtime": fits},
-                                        prepared.limits)
+                prepared = self._parsed(account, prepared.images, {**prepared.options, "runtime": fits},
+                                        prepared.limits, prepared.quota)
                 request = prepared.request
                 self._emit(f"Runtime shortened to {format_duration(fits)}: that is what your GPU-hours allow "
                            f"({refusal.use:g} of {refusal.allowed:g} used or held this period); queue "
                            f"{request.partition}.", 5)
                 refusal = admit(request.gpus, request.runtime_minutes, limits, usage)
+        if refusal is None and request.project:  # the project's own budget and partitions: refused, never shortened
+            refusal = self.project_refusal(request, usage, prepared.quota.template)
         if refusal is not None:
             self.log.info("Spawn %s refused by quota: %s", self._log_name, refusal.message)
             raise SpawnFailed(f"Over your quota: {refusal.message}", 403)
@@ -317,10 +321,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             self._emit(warning, 5)
         return prepared
 
-    async def project_refusal(self, account: JobAccount, request: SpawnRequest, usage: Usage) -> Refusal | None:
+    def project_refusal(self, request: SpawnRequest, usage: Usage, template: ProjectTemplate | None) -> Refusal | None:
         """A job in a project: the project's partitions and its GPU-hour budget (all members together,
         the account's own line in sshare)."""
-        template = (await stored_quota(self.quota.db_url, self.user.name, request.project, self.log)).template
         if template is None:
             return None
         if template.partitions and request.partition not in template.partitions:
@@ -523,6 +526,15 @@ class PreparedSpawn:
     options: dict  # the options it was parsed from (a budget may shorten their runtime)
     images: tuple[CatalogImage, ...]
     limits: SpawnLimits
+    quota: UserQuota
+
+
+class UserQuota(NamedTuple):
+    """A user's quota for one spawn, from the role's defaults and one read of the quota store."""
+
+    limits: Limits  # effective
+    projects: tuple[str, ...]  # the projects the user may choose
+    template: ProjectTemplate | None  # of the project asked for, if the user is a member
 
 
 async def apply_carme_options(spawner: CarmeSpawner, user_options) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from urllib.parse import quote
 
 from tornado import web
 from tornado.httpclient import HTTPClientError
@@ -82,7 +83,7 @@ class QuotaHandler(CarmeServiceHandler):
 
     async def hub_user(self, name: str) -> dict:
         try:
-            return await self.service.hub_client().get(f"users/{name}")
+            return await self.service.hub_client().get(f"users/{quote(name, safe='')}")
         except HTTPClientError as e:
             if e.code == 404:
                 raise web.HTTPError(404, f"no hub user {name}") from None
@@ -126,6 +127,16 @@ class QuotaHandler(CarmeServiceHandler):
         """GPU-hours used this period by each project account (all its members), from the view's sshare."""
         usage = (await self.service.hub_client().slurm("usage"))["usage"]
         return {u["account"]: round(u["gpu_minutes_used"] / 60, 3) for u in usage if not u["user"]}
+
+    async def decide_request(self, project: str, request_id: int, approve: bool):
+        """A manager's (or an admin's) decision on one of `project`'s pending requests, then a sync."""
+        found = await self.in_store(self.store.project, project)
+        self.require(self.is_admin() or self.username in found.managers,
+                     f"only the managers of project {project} and admins decide its requests")
+        if request_id not in {r.id for r in await self.in_store(self.store.requests, project)}:
+            raise web.HTTPError(404, f"request {request_id} is not a pending request of project {project}")
+        decided = await self.in_store(self.store.decide, request_id, approve, self.username)
+        return decided, await self.synced()
 
     async def synced(self) -> dict:
         return await self.service.sync()
@@ -262,15 +273,11 @@ class RequestsHandler(QuotaHandler):
 class DecisionHandler(RequestsHandler):
     @web.authenticated
     async def post(self, name: str, request_id: str):
-        await self.require_manager(name)
         approve = self.json_body().get("approve")
         if not isinstance(approve, bool):
             raise web.HTTPError(400, "approve: must be true or false")
-        if int(request_id) not in {r.id for r in await self.in_store(self.store.requests, name)}:
-            raise web.HTTPError(404, f"request {request_id} is not a pending request of project {name}")
-        decided = await self.in_store(self.store.decide, int(request_id), approve, self.username)
-        self.write_json({"request": {"id": decided.id, "user": decided.user, "state": decided.state},
-                         "sync": await self.synced()})
+        decided, sync = await self.decide_request(name, int(request_id), approve)
+        self.write_json({"request": {"id": decided.id, "user": decided.user, "state": decided.state}, "sync": sync})
 
 
 def handlers() -> list[tuple[str, type, dict]]:

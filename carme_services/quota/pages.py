@@ -112,16 +112,11 @@ class ProjectsPage(QuotaHandler):
                                     self.get_body_argument("message", ""))
                 notice = f"Asked to join {project}: its managers decide."
             elif action in ("approve", "deny"):
-                request_id = int(self.get_body_argument("request_id", "0") or 0)
-                pending = {r.id: r for r in await self.in_store(self.store.requests, project)}
-                project_row = await self.in_store(self.store.project, project)
-                self.require(self.is_admin() or self.username in project_row.managers,
-                             f"only the managers of project {project} and admins decide its requests")
-                if request_id not in pending:
-                    raise web.HTTPError(404, f"request {request_id} is not a pending request of project {project}")
-                await self.in_store(self.store.decide, request_id, action == "approve", self.username)
-                await self.synced()
-                notice = f"{pending[request_id].user} {'approved' if action == 'approve' else 'denied'} for {project}."
+                request_id = self.get_body_argument("request_id", "")
+                if not request_id.isdigit():
+                    raise web.HTTPError(400, "request_id: must be a request's number")
+                decided, _ = await self.decide_request(project, int(request_id), action == "approve")
+                notice = f"{decided.user} {'approved' if action == 'approve' else 'denied'} for {project}."
             else:
                 raise web.HTTPError(400, "action: must be request, approve or deny")
         except web.HTTPError as e:
