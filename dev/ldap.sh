@@ -45,18 +45,11 @@ die() { printf 'ldap: ERROR: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root"
 
-install_packages() {
-    local missing=() pkg
-    for pkg in slapd ldap-utils openssl; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -gt 0 ] || return 0
-    log "installing ${missing[*]} from Debian"
-    apt-get update -qq
-    # noninteractive: the postinst makes a default /etc/ldap db we do not use; it may start a
-    # system slapd on port 389 (not ours), which is left alone
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# shellcheck source=debian_packages.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/debian_packages.sh"
+# noninteractive: the postinst makes a default /etc/ldap db we do not use; it may start a
+# system slapd on port 389 (not ours), which is left alone
+install_packages() { install_debian_packages slapd ldap-utils openssl; }
 
 pid_alive() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 

@@ -33,20 +33,13 @@ DATABASE=carme_test
 log() { printf 'postgres: %s\n' "$*" >&2; }
 die() { printf 'postgres: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# shellcheck source=debian_packages.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/debian_packages.sh"
 [ "$(id -u)" = 0 ] || die "run as root"
 cd /  # the commands run as postgres cannot read the caller's directory
 
-install_packages() {
-    local missing=() pkg
-    for pkg in postgresql; do
-        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -gt 0 ] || return 0
-    log "installing ${missing[*]} from Debian"
-    apt-get update -qq
-    # the postinst makes (and may start) Debian's default cluster on 5432: not ours, left alone
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# the postinst makes (and may start) Debian's default cluster on 5432: not ours, left alone
+install_packages() { install_debian_packages postgresql; }
 
 bin_dir() {  # the server binaries: those of the data directory's version, else the newest installed
     local version
