@@ -23,7 +23,9 @@ c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 SETTINGS_ENV = "CARME_SETTINGS"
 OVERRIDE_PREFIX = "CARME__"
 CARME_KEYS = {"state_dir": "cookie secret, database, proxy pid", "db_url": "the hub's database",
-              "authenticator": "dummy or ldap"}
+              "authenticator": "dummy or ldap",
+              "hub_db_write_ahead": "true (default): the hub's SQLite database commits without waiting for the "
+                                    "disk (write-ahead log; a local disk only)"}
 
 
 def load_settings() -> dict:
@@ -104,6 +106,10 @@ def apply_carme_section(carme: dict) -> None:
     c.JupyterHub.spawner_class = "carme"
     c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.db_url = carme.get("db_url", f"sqlite:///{state_dir / 'jupyterhub.sqlite'}")
+    if carme.get("hub_db_write_ahead", True):
+        from carme_core.db import sqlite_write_ahead
+
+        sqlite_write_ahead(c.JupyterHub.db_url)  # every spawn waits for the hub's commits
     c.ConfigurableHTTPProxy.pid_file = str(state_dir / "jupyterhub-proxy.pid")
     # servers are SLURM jobs: a hub restart must re-attach to them, not stop them
     c.JupyterHub.cleanup_servers = False

@@ -96,56 +96,56 @@ def floor_once(user: str, singleuser: bool, hub: BenchHub | None) -> float:
         subprocess.run(["scancel", out.split(";")[0]], check=False)
 
 
+def time_spawn(hub: BenchHub, user: str, server: str = "", t0: float | None = None) -> float:
+    """POST the server and read its progress stream, as the spawn page does; seconds from `t0`
+    (default: the POST) until the hub's "ready" event, which it sends once the proxy routes the
+    server. The stream pushes: no polling of the hub's REST API, which would lag and load it."""
+    t0 = time.monotonic() if t0 is None else t0
+    session = requests.Session()
+    session.headers.update(hub.session.headers)
+    post = ThreadPoolExecutor(1)
+    posted = post.submit(session.post, hub.server_url(user, server), json=OPTIONS)
+    url = f"{hub.api}/users/{user}/server{'s/' + server if server else ''}/progress"
+    try:
+        while True:
+            if time.monotonic() - t0 > 300:
+                raise RuntimeError(f"{user}/{server}: not ready in 300 s\n{hub.log_tail()}")
+            with session.get(url, stream=True, timeout=(5, 300)) as r:
+                if r.status_code != 200:  # the POST has not begun the spawn yet
+                    if posted.done() and posted.result().status_code not in (201, 202):
+                        raise RuntimeError(f"spawn {user}/{server}: HTTP {posted.result().status_code} {posted.result().text}")
+                    time.sleep(0.01)
+                    continue
+                for line in r.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        if event.get("ready"):
+                            return time.monotonic() - t0
+                        if event.get("failed"):
+                            raise RuntimeError(f"{user}/{server} failed: {event.get('message')}\n{hub.log_tail()}")
+    finally:
+        post.shutdown(wait=True)
+        session.close()
+
+
 def hub_once(hub: BenchHub, user: str) -> float:
-    t0 = time.monotonic()
-    r = hub.start_server(user, OPTIONS)
-    if r.status_code not in (201, 202):
-        raise RuntimeError(f"spawn {user}: HTTP {r.status_code} {r.text}")
-    while True:
-        model = hub.server_model(user)
-        if model and model.get("ready"):
-            took = time.monotonic() - t0
-            break
-        if model and not model.get("pending") and model.get("stopped"):
-            raise RuntimeError(f"{user}'s server stopped while starting\n{hub.log_tail()}")
-        if time.monotonic() - t0 > 300:
-            raise RuntimeError(f"{user}'s server not ready in 300 s")
-        time.sleep(0.05)
+    took = time_spawn(hub, user)
     hub.stop_server(user, timeout=60)
     return took
 
 
 def storm(hub: BenchHub, size: int) -> list[float]:
-    """`size` servers asked for at once; seconds from the common start until each is ready.
-
-    The requests run in threads while this thread watches the servers: a POST may itself take
-    seconds (the hub answers it once the spawn is done or slow_spawn_timeout passed), and a
-    server that is ready meanwhile must count as ready then, not when the last POST returned.
-    """
+    """`size` servers asked for at once; seconds from the common start until each is ready (each
+    read from its own progress stream, so a slow POST answer does not delay the reading)."""
     servers = [(USERS[i % len(USERS)], f"s{i // len(USERS) + 1}") for i in range(size)]
+    for user in {u for u, _ in servers}:
+        hub.ensure_user(user)
     t0 = time.monotonic()
-    pool = ThreadPoolExecutor(size)
-    posts = [pool.submit(hub.start_server, user, OPTIONS, server=name) for user, name in servers]
-    ready: dict[tuple[str, str], float] = {}
-    try:
-        while len(ready) < size:
-            if time.monotonic() - t0 > 600:
-                raise RuntimeError(f"storm: only {len(ready)} of {size} ready in 600 s")
-            for post in (p for p in posts if p.done()):
-                r = post.result()
-                if r.status_code not in (201, 202):
-                    raise RuntimeError(f"storm spawn: HTTP {r.status_code} {r.text}")
-            for user in sorted({u for u, _ in servers}):
-                r = hub.session.get(f"{hub.api}/users/{user}")
-                for name, model in (r.json().get("servers") or {}).items():
-                    if (user, name) in servers and model.get("ready") and (user, name) not in ready:
-                        ready[(user, name)] = time.monotonic() - t0
-            time.sleep(0.1)
-    finally:
-        pool.shutdown(wait=True)
+    with ThreadPoolExecutor(size) as pool:
+        ready = list(pool.map(lambda s: time_spawn(hub, *s, t0=t0), servers))
     for user, name in servers:
         hub.stop_server(user, name, timeout=120)
-    return sorted(ready.values())
+    return sorted(ready)
 
 
 def step_medians(hub: BenchHub) -> dict[str, float]:
@@ -159,6 +159,15 @@ def step_medians(hub: BenchHub) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in steps.items()}
 
 
+def at_phase(phase: float) -> None:
+    """Sleep until `phase` (0..1) seconds past a whole second of the wall clock. slurmctld starts
+    new batch jobs at whole seconds (its background loop wakes each second), so a job waits 0 to
+    1 s for that depending on when it was submitted: the largest noise of a single spawn. Each
+    sample starts every variant at the same phase, and the samples' phases are spread evenly over
+    the second: the medians then compare like with like and still average over the phase."""
+    time.sleep((phase - time.time()) % 1.0)
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
 
@@ -166,7 +175,10 @@ def p95(values: list[float]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10, help="spawns per variant (default 10)")
-    parser.add_argument("--storm", type=int, default=12, help="servers asked for at once (default 12, at most 15)")
+    parser.add_argument("--storm", type=int, default=12, help="servers asked for at once (default 12, at most 15; 0: none)")
+    parser.add_argument("--only", default="", help="comma-separated variants to run (names as printed, e.g. "
+                        "'floor, jupyterhub-singleuser;Carme', separated by ';'); default all, and then the "
+                        "totals lack what was not run")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     totals: dict[str, list[float]] = {}
@@ -185,6 +197,13 @@ def main() -> int:
         "Carme": lambda u: hub_once(carme, u),
         **{name: (lambda u, hub=hub: hub_once(hub, u)) for name, hub in baselines.items()},
     }
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(";")]
+        unknown = [n for n in wanted if n not in variants]
+        if unknown:
+            parser.error(f"--only: no variant {unknown}; there are: {'; '.join(variants)}")
+        variants = {n: v for n, v in variants.items() if n in wanted}
+        hubs = [carme, *(hub for name, hub in baselines.items() if name in wanted)]
     names = list(variants)
     try:
         cleanup_jobs()
@@ -197,11 +216,15 @@ def main() -> int:
         # minute of the machine falls on all of them alike
         for i in range(args.samples):
             user = USERS[i % len(USERS)]
+            phase = (i + 0.5) / args.samples
             for name in names[i % len(names):] + names[:i % len(names)]:
+                at_phase(phase)
                 totals.setdefault(name, []).append(variants[name](user))
             print(f"   sample {i + 1}: " + ", ".join(f"{n.split(' (')[0]} {totals[n][-1]:.2f}" for n in names), flush=True)
         steps = step_medians(carme)
-        for name, hub in (("Carme", carme), ("batchspawner (fastest, poll 0.05 s)", baselines[names[-1]])):
+        fastest_name = "batchspawner (fastest, poll 0.05 s)"
+        storm_hubs = [("Carme", carme)] + ([(fastest_name, baselines[fastest_name])] if fastest_name in variants else [])
+        for name, hub in storm_hubs if args.storm else ():
             storms[name] = storm(hub, args.storm)
             print(f"   storm of {args.storm}, {name}: median {statistics.median(storms[name]):.1f} s", flush=True)
             cleanup_jobs()
@@ -211,13 +234,14 @@ def main() -> int:
         cleanup_jobs()
 
     medians = {name: statistics.median(values) for name, values in totals.items()}
-    floor, floor_su = medians["floor, jupyter-server"], medians["floor, jupyterhub-singleuser"]
+    nan = float("nan")
+    floor, floor_su = medians.get("floor, jupyter-server", nan), medians.get("floor, jupyterhub-singleuser", nan)
     print(f"\n{'variant':<38}{'median s':>9}{'p95 s':>7}{'min s':>7}{'max s':>7}{'/ floor':>9}{'/ floor su':>11}")
     for name, values in totals.items():
         print(f"{name:<38}{medians[name]:>9.2f}{p95(values):>7.2f}{min(values):>7.2f}{max(values):>7.2f}"
               f"{medians[name] / floor:>9.2f}{medians[name] / floor_su:>11.2f}")
-    fastest = medians[names[-1]]
-    print(f"\nCarme / batchspawner (fastest): {medians['Carme'] / fastest:.2f}")
+    if "Carme" in medians and fastest_name in medians:
+        print(f"\nCarme / batchspawner (fastest): {medians['Carme'] / medians[fastest_name]:.2f}")
     print(f"\nstorm of {args.storm} servers at once, seconds from the start until ready:")
     for name, values in storms.items():
         print(f"  {name:<38} median {statistics.median(values):6.1f}   p95 {p95(values):6.1f}   max {max(values):6.1f}")

@@ -16,12 +16,38 @@ the limits; a store keeps only what people decided.)
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+
+def sqlite_write_ahead(db_url: str) -> bool:
+    """If `db_url` is a file-backed SQLite database: every connection to that file made in this
+    process from now on uses write-ahead logging with synchronous=NORMAL. A commit then appends to
+    the log without waiting for the disk; the database stays consistent through a crash, and only
+    a power loss or an OS crash may lose the last commits. JupyterHub commits several times per
+    spawn on its path, each an fsync in SQLite's default mode. The file must be on a local disk
+    (WAL shares memory between processes: no NFS). True if it applies."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return False
+    path = os.path.realpath(url.database)
+
+    def on_connect(dbapi_connection, _record) -> None:
+        if not isinstance(dbapi_connection, sqlite3.Connection):
+            return
+        files = [row[2] for row in dbapi_connection.execute("PRAGMA database_list") if row[1] == "main"]
+        if files and files[0] and os.path.realpath(files[0]) == path:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(Engine, "connect", on_connect)
+    return True
 
 
 def version_table(service: str) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
@@ -29,9 +31,36 @@ from carme_slurm import (
 from . import progress
 
 
-#: between two tries of the server's first HTTP answer: a refused local connection costs next to
-#: nothing, and every tenth of a second here is a tenth of a second of every spawn
-HTTP_POLL_SECONDS = 0.1
+#: between two knocks on the server's port while it starts: a refused local connection costs next
+#: to nothing (no HTTP client, no resolver), and every tenth of a second here is a tenth of a second
+#: of every spawn. With many spawns waiting at once the knocks thin out (PROBES_PER_SECOND in all).
+PORT_PROBE_SECONDS = 0.02
+PROBES_PER_SECOND = 250
+_waiting_for_http = 0
+
+
+def probe_interval() -> float:
+    """Seconds between two knocks of one waiting spawn, given how many wait now."""
+    return max(PORT_PROBE_SECONDS, _waiting_for_http / PROBES_PER_SECOND)
+
+
+async def numeric_address(host: str, port: int) -> str:
+    """`host` resolved once (a knock on a name would ask the resolver every time); itself if that fails."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return host
+    return infos[0][4][0] if infos else host
+
+
+async def port_open(host: str, port: int) -> bool:
+    """Whether `host:port` accepts a TCP connection now (closed again at once)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 class JobEnded(Exception):
@@ -91,22 +120,35 @@ class JobFollower:
             port_wait.cancel()
 
     async def until_http(self, url: str, timeout: float) -> None:
-        """Return once the server answers HTTP at `url`; JobEnded at once if its job ends first."""
+        """Return once the server answers HTTP at `url`; JobEnded at once if its job ends first.
+
+        Knocks on the port until it accepts a connection (the server has bound it), then asks
+        for `url`: that request waits for the server to serve and returns the moment it does.
+        """
+        global _waiting_for_http
+        address = urlsplit(url)
+        host = await numeric_address(address.hostname, address.port)
         client = AsyncHTTPClient()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                await client.fetch(HTTPRequest(url, request_timeout=3, follow_redirects=False))
-                return
-            except HTTPClientError as e:
-                if e.code != 599:  # any HTTP answer means the server is up
-                    return
-            except OSError:
-                pass
-            jobview = self.view.job(self.job_id)
-            if self.job_over(jobview):
-                raise JobEnded(await self.failure_text(jobview.job))
-            await asyncio.sleep(HTTP_POLL_SECONDS)
+        _waiting_for_http += 1
+        try:
+            while time.monotonic() < deadline:
+                if await port_open(host, address.port):
+                    try:
+                        await client.fetch(HTTPRequest(url, request_timeout=max(1.0, deadline - time.monotonic()),
+                                                       follow_redirects=False))
+                        return
+                    except HTTPClientError as e:
+                        if e.code != 599:  # any HTTP answer means the server is up
+                            return
+                    except OSError:
+                        pass
+                jobview = self.view.job(self.job_id)
+                if self.job_over(jobview):
+                    raise JobEnded(await self.failure_text(jobview.job))
+                await asyncio.sleep(probe_interval())
+        finally:
+            _waiting_for_http -= 1
         raise JobEnded(f"JupyterLab in job {self.job_id} did not answer within {timeout:g} s")
 
     async def until_gone(self, timeout: float = 30) -> bool:

@@ -25,7 +25,8 @@ STEPS = (
     "launcher started", "port reported", "container exec", "HTTP answered", "proxy route added",
 )
 JOB_CLOCK_STEPS = ("launcher started", "container exec")
-LAUNCHER_LINE = re.compile(r"carme launcher: (?:port [0-9]+ reported; )?(started|exec) at ([0-9]{9,11}\.[0-9]{1,9})")
+# "port N chosen; exec at" since the report runs beside the exec ("port N reported; exec at" before)
+LAUNCHER_LINE = re.compile(r"carme launcher: (?:port [0-9]+ (?:chosen|reported); )?(started|exec) at ([0-9]{9,11}\.[0-9]{1,9})")
 
 SPAWN_STEP_SECONDS = Histogram(
     "carme_spawn_step_seconds",

@@ -12,6 +12,7 @@ SLURM's commands and formats live in `carme_slurm`, words for humans in `progres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, replace
@@ -110,6 +111,22 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         self._events: list[dict] = []
         self._events_changed = asyncio.Event()
         self._events_done = False
+        self._route_added = asyncio.Event()
+
+    # JupyterHub sets _proxy_pending while it adds the server's route and clears it when done (also
+    # after a failed add, once it has stopped the server): the moment of "proxy route added"
+    _route_pending = False
+
+    @property
+    def _proxy_pending(self) -> bool:
+        return self._route_pending
+
+    @_proxy_pending.setter
+    def _proxy_pending(self, pending: bool) -> None:
+        was, self._route_pending = self._route_pending, pending
+        if was and not pending and self.server is not None and not self._stop_pending:
+            self.steps.mark("proxy route added")
+            self._route_added.set()
 
     def get_state(self):
         state = super().get_state()
@@ -271,6 +288,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     async def prepare(self, user_options) -> PreparedSpawn:
         """parse: the user's options, for this user's account, role and images (400 naming the field)."""
         self.steps = SpawnSteps()  # the spawn is requested now
+        self._route_added = asyncio.Event()
         account = await self.job_account()
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
@@ -455,10 +473,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
 
     async def _wait_and_log_steps(self, steps: SpawnSteps, job_id: str) -> None:
         deadline = time.monotonic() + self.http_timeout
-        while not self.ready and time.monotonic() < deadline and self.job_id == job_id:
-            await asyncio.sleep(0.02)
-        if self.ready:
-            steps.mark("proxy route added")
+        while not self._route_added.is_set() and time.monotonic() < deadline and self.job_id == job_id:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._route_added.wait(), 0.5)
         job = self.view.job(job_id).job
         steps.mark_job_clock(await self.follower(job_id).log_head(job), self.submitted_at)
         total = steps.seconds.get("proxy route added") or steps.seconds.get("HTTP answered", 0.0)

@@ -41,3 +41,18 @@ def test_a_session_commits_on_success_and_rolls_back_on_error(tmp_path):
 def test_an_empty_url_names_the_setting():
     with pytest.raises(ValueError, match="db_url"):
         ServiceDatabase("", "carme-sample", MIGRATIONS)
+
+
+def test_the_hub_s_sqlite_file_commits_through_a_write_ahead_log_and_no_other_file_does(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    from carme_core.db import sqlite_write_ahead
+
+    hub, other = tmp_path / "jupyterhub.sqlite", tmp_path / "other.sqlite"
+    assert sqlite_write_ahead(f"sqlite:///{hub}")
+    assert not sqlite_write_ahead("sqlite://")  # in memory: nothing to do
+    assert not sqlite_write_ahead("postgresql+psycopg://carme@db.example.org/carme")
+    for path, mode, synchronous in ((hub, "wal", 1), (other, "delete", 2)):  # 1 NORMAL, 2 FULL
+        with create_engine(f"sqlite:///{path}").connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == mode
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == synchronous

@@ -35,9 +35,17 @@ def test_the_launcher_s_times_come_from_its_output_when_plausible():
     wall.now += 3
     output = ("carme: job 7 starting on carme-n1\n"
               "carme launcher: started at 1800000000.900000\n"
-              "carme launcher: port 40000 reported; exec at 1800000001.100000: apptainer\n")
+              "carme launcher: port 40000 chosen; exec at 1800000001.100000: apptainer\n"
+              "carme launcher: port 40000 reported at 1800000001.200000\n")
     steps.mark_job_clock(output, submitted_wall=1_800_000_000.1)
     assert steps.as_dict() == {"launcher started": 0.9, "container exec": 1.1}
+    # the line of launchers before the report ran beside the exec (jobs started before an upgrade)
+    older_wall = Clock(1_800_000_000.0)
+    older = SpawnSteps(clock=mono, wall=older_wall)
+    older_wall.now += 3
+    older.mark_job_clock("carme launcher: port 40000 reported; exec at 1800000001.300000: apptainer\n",
+                         submitted_wall=1_800_000_000.1)
+    assert older.as_dict() == {"container exec": 1.3}
     # a job that claims the future, or a time before its submission, is not believed
     later = SpawnSteps(clock=mono, wall=wall)
     later.mark_job_clock("carme launcher: started at 1900000000.0\ncarme launcher: port 1 reported; exec at 1.5\n",

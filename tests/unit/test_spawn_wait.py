@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+
+import pytest
 
 from carme_slurm import JobView
-from carme_spawner.job_follow import JobFollower
+from carme_spawner.job_follow import JobEnded, JobFollower
 
 from .test_job_reflector import job
 
@@ -58,3 +61,61 @@ async def test_the_running_step_is_shown_even_when_the_port_came_in_the_same_sna
     events = []
     await follower(RunningView(), events).until_running_with_port(reported)
     assert events == [(60, "Job 7 is running on carme-n1; starting JupyterLab in the container.")]
+
+
+class ServerLater:
+    """A tornado server that binds its port after `bind_after` s and serves after `serve_after` s
+    (JupyterLab binds before its extensions load, and answers only once its loop runs)."""
+
+    def __init__(self, bind_after: float, serve_after: float):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.bind_after, self.serve_after = bind_after, serve_after
+        self.served_at = None
+        self.sock = None
+
+    async def run(self):
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(self.bind_after)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        await asyncio.sleep(self.serve_after - self.bind_after)
+        self.served_at = loop.time()
+        while True:  # answer every connection (the knocks too) with a minimal HTTP 200
+            conn, _ = await loop.sock_accept(self.sock)
+            try:
+                await asyncio.wait_for(loop.sock_recv(conn, 4096), 0.5)
+                await loop.sock_sendall(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            except (OSError, asyncio.TimeoutError):
+                pass
+            finally:
+                conn.close()
+
+
+async def test_the_first_answer_is_seen_within_a_knock_of_the_server_serving():
+    server = ServerLater(bind_after=0.3, serve_after=0.6)
+    task = asyncio.ensure_future(server.run())
+    try:
+        await follower(RunningView(), []).until_http(f"http://127.0.0.1:{server.port}/user/a/api", timeout=10)
+        seen = asyncio.get_running_loop().time()
+    finally:
+        task.cancel()
+        if server.sock:
+            server.sock.close()
+    assert server.served_at is not None and seen >= server.served_at
+    # bound at 0.3 s, so the request made then waited for the answer: no poll interval on top
+    assert seen - server.served_at < 0.25
+
+
+class EndedView(RunningView):
+    def job(self, job_id):
+        return JobView(job(job_id, state="FAILED"), snapshot_started=200.0)
+
+
+async def test_a_job_that_ends_before_answering_fails_the_wait_with_slurm_s_words():
+    with pytest.raises(JobEnded, match="7"):
+        await follower(EndedView(), []).until_http("http://127.0.0.1:9/user/a/api", timeout=10)

@@ -1,0 +1,99 @@
+"""The node-side launcher: the port is chosen and the server exec'd at once, the report runs beside
+it, and a refused report stops the server (the job ends, the spawn fails with the reason)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from carme_spawner.launcher import with_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://carme-n1:8888/user/alice/", "http://carme-n1:40000/user/alice/"),
+    ("http://carme-n1/user/alice/", "http://carme-n1:40000/user/alice/"),
+    ("https://[fd00::1]:8888/user/a%20b/", "https://[fd00::1]:40000/user/a%20b/"),
+    ("http://[fd00::1]/", "http://[fd00::1]:40000/"),
+    ("http://127.0.0.1:1", "http://127.0.0.1:40000"),
+])
+def test_the_service_url_gets_the_chosen_port(url, expected):
+    assert with_port(url, 40000) == expected
+
+
+class FakeHub:
+    """The hub's port callback: records each report and answers with `status`."""
+
+    def __init__(self, status: int):
+        self.reports: list[tuple[str, str, dict]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hub.reports.append((self.path, self.headers["Authorization"], body))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.api_url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def launch(hub: FakeHub, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JUPYTERHUB_API_URL": hub.api_url, "JUPYTERHUB_API_TOKEN": "s3cret-token",
+           "JUPYTERHUB_SERVICE_URL": "http://carme-n1:1/user/alice/", "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "carme_spawner.launcher", "--", sys.executable, "-c", command],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_server_is_the_launcher_s_own_process_and_its_port_is_reported():
+    hub = FakeHub(201)
+    try:
+        # the server (here: python) prints its pid and URL, then waits for the report to arrive
+        done = launch(hub, "import os, time; print(os.getpid(), os.environ['JUPYTERHUB_SERVICE_URL']); time.sleep(1)")
+    finally:
+        hub.close()
+    assert done.returncode == 0, done.stderr
+    pid, url = done.stdout.split()
+    port = int(url.split(":")[2].split("/")[0])
+    assert url == f"http://carme-n1:{port}/user/alice/"
+    assert hub.reports == [("/hub/api/batchspawner", "token s3cret-token", {"port": port})]
+    assert f"port {port} chosen; exec at " in done.stderr and f"port {port} reported at " in done.stderr
+    assert "s3cret-token" not in done.stderr + done.stdout  # the token never reaches the job's output
+
+
+def test_a_refused_report_stops_the_server_and_says_why():
+    hub = FakeHub(403)
+    try:
+        done = launch(hub, "import time; time.sleep(60)")  # a server that would run on
+    finally:
+        hub.close()
+    assert done.returncode == -15  # SIGTERM from the launcher's helper, long before the 60 s
+    assert "the hub refused the port report: 403" in done.stderr
+    assert "stopping the server" in done.stderr
+
+
+def test_without_the_hub_s_address_and_token_nothing_runs():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    done = subprocess.run([sys.executable, "-m", "carme_spawner.launcher", "--", "touch", "/tmp/carme-launcher-ran"],
+                          env={**env, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN must be in the job environment" in done.stderr
+    assert not os.path.exists("/tmp/carme-launcher-ran")
