@@ -10,6 +10,14 @@ the server takes seconds to start anyway. If the hub refuses the report or canno
 helper stops the server (SIGTERM) and says why in the job's output, so the job ends and the spawn
 fails with that reason.
 
+The start gate (CARME_START_GATE_DIR, from the hub's CarmeSpawner.start_gate_dir): when more
+servers start on a node at once than it has CPUs, they would all crawl through their seconds of
+imports together and all answer at the end. Instead each waits for one of the node's `cpu_count`
+slots (an flock on DIR/slot-K) and holds it until its port is open, so they answer one after
+another: the same last one, every other one sooner. The wait is bounded (CARME_START_GATE_WAIT
+seconds, then the server starts anyway), as is the hold; an unusable gate (no directory, no slot
+file that opens) is no gate.
+
 It reports the port and nothing else: the hub takes the host from SLURM's allocation, not from
 the job. Standard library only, so it runs with the node's plain python3; it imports little
 before the exec (every module is start-up time of every spawn).
@@ -67,16 +75,77 @@ def with_port(service_url: str, port: int) -> str:
     return f"{scheme}://{host}:{port}{slash}{path}"
 
 
-def report_in_background(api_url: str, token: str, port: int, server_pid: int) -> None:
-    """Fork a helper that reports the port and, if that fails, stops `server_pid` (this process,
-    once it has exec'd the server). Detached by a double fork: nobody needs to reap it."""
+def take_start_slot(directory: str, slots: int, wait: float) -> int | None:
+    """The fd of a held start slot of this node, or None: no gate (off, or no slot file opens) or
+    `wait` seconds passed. Slot files are readable by all (an flock needs only that), created
+    without following links; a site may create DIR itself (mode 1777, like /tmp)."""
+    import fcntl
+
+    if not directory or slots < 1:
+        return None
+    try:
+        os.mkdir(directory, 0o1777)
+        os.chmod(directory, 0o1777)  # mkdir's mode passes through the umask
+    except OSError:
+        pass  # there already (or not creatable: then no slot file opens below)
+    deadline = time.monotonic() + wait
+    while True:
+        opened = 0
+        for k in range(slots):
+            try:
+                fd = os.open(os.path.join(directory, f"slot-{k}"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+            except OSError:
+                continue
+            opened += 1
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except OSError:
+                os.close(fd)
+        if not opened or time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def hold_until_open(port: int, server_pid: int, hold: float) -> None:
+    """Until the server's port accepts connections, the server is gone, or `hold` seconds passed."""
+    deadline = time.monotonic() + hold
+    while time.monotonic() < deadline and not port_open(port):
+        try:
+            os.kill(server_pid, 0)
+        except OSError:
+            return
+        time.sleep(0.02)
+
+
+def start_helper(api_url: str, token: str, port: int, server_pid: int, gate: tuple[str, float] | None) -> None:
+    """Fork the helper and return once the server may start: at once, or (with a gate) when the
+    helper holds a start slot or gave up waiting. The helper reports the port meanwhile and, if
+    that fails, stops `server_pid` (this process, once it has exec'd the server); with a slot, it
+    keeps it until the port is open. Detached by a double fork: nobody needs to reap it."""
+    go_read, go_write = os.pipe()  # not inherited by the server (close-on-exec)
     child = os.fork()
     if child:
+        os.close(go_write)
         os.waitpid(child, 0)  # the first child exits at once; its child does the work
+        waited = time.monotonic()
+        os.read(go_read, 1)  # a byte: go; end of file: the helper is gone, go anyway
+        os.close(go_read)
+        if gate and time.monotonic() - waited > 0.05:
+            print(f"carme launcher: waited {time.monotonic() - waited:.2f} s for a start slot", file=sys.stderr, flush=True)
         return
     try:
+        os.close(go_read)
         if os.fork():
             os._exit(0)
+        slot = take_start_slot(gate[0], os.cpu_count() or 1, gate[1]) if gate else None
+        os.write(go_write, b"1")
+        os.close(go_write)
         try:
             report_port(api_url, token, port)
             print(f"carme launcher: port {port} reported at {time.time():.6f}", file=sys.stderr, flush=True)
@@ -84,6 +153,8 @@ def report_in_background(api_url: str, token: str, port: int, server_pid: int) -
             print(f"{e}; stopping the server", file=sys.stderr, flush=True)
             os.kill(server_pid, signal.SIGTERM)
             os._exit(1)
+        if slot is not None:
+            hold_until_open(port, server_pid, gate[1])
     except BaseException as e:  # never let the helper return into the caller's code
         print(f"carme launcher: port report failed: {e!r}", file=sys.stderr, flush=True)
         os.kill(server_pid, signal.SIGTERM)
@@ -105,7 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     port = pick_port()
     if os.environ.get("JUPYTERHUB_SERVICE_URL"):
         os.environ["JUPYTERHUB_SERVICE_URL"] = with_port(os.environ["JUPYTERHUB_SERVICE_URL"], port)
-    report_in_background(api_url, token, port, os.getpid())
+    gate_dir = os.environ.get("CARME_START_GATE_DIR", "")
+    try:
+        gate_wait = float(os.environ.get("CARME_START_GATE_WAIT", "30"))
+    except ValueError:
+        gate_wait = 30.0
+    start_helper(api_url, token, port, os.getpid(), (gate_dir, gate_wait) if gate_dir else None)
     print(f"carme launcher: port {port} chosen; exec at {time.time():.6f}: {args[0]}", file=sys.stderr, flush=True)
     os.execvp(args[0], args)
 

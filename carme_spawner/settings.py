@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from traitlets import Dict, Float, Integer, List, Unicode
+from traitlets import Dict, Float, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from carme_quota.limits import Limits
@@ -141,6 +141,32 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         "ProfilesSpawner adds 'profile'); they are dropped before validation, every other unknown key is refused.",
     )
     log_tail_lines = Integer(20, config=True, help="Lines of the job's output shown when a spawn fails.")
+    start_gate_dir = Unicode(
+        "/dev/shm/carme-start-gate",
+        config=True,
+        help="Node-local directory of the start gate: at most as many servers as the node has CPUs start "
+        "(import, load extensions) at once, the others wait for a slot (an flock on a file here) until "
+        "one is up, so in a login storm they answer one after another instead of all at the end. "
+        "Created by the first job (mode 1777) unless the site creates it; '' turns the gate off.",
+    )
+    start_gate_wait = Float(
+        30.0,
+        config=True,
+        help="Seconds a server waits at most for a start slot (then it starts anyway), and holds one at "
+        "most until its port opens.",
+    )
+
+    @validate("start_gate_dir")
+    def _check_start_gate_dir(self, proposal):
+        if proposal.value and not proposal.value.startswith("/"):
+            raise ValueError(f"CarmeSpawner.start_gate_dir must be an absolute path or '', not {proposal.value!r}")
+        return proposal.value
+
+    @validate("start_gate_wait")
+    def _check_start_gate_wait(self, proposal):
+        if not 0 < proposal.value <= 3600:
+            raise ValueError(f"CarmeSpawner.start_gate_wait must be > 0 and <= 3600 s, not {proposal.value}")
+        return proposal.value
 
     def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None,
                      projects: tuple[str, ...] = ()) -> SpawnLimits:

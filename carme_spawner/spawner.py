@@ -248,6 +248,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         for name in self.job_env_keep:
             if name in os.environ:
                 env.setdefault(name, os.environ[name])
+        if self.start_gate_dir:  # read by the launcher on the node
+            env["CARME_START_GATE_DIR"] = self.start_gate_dir
+            env["CARME_START_GATE_WAIT"] = f"{self.start_gate_wait:g}"
         return env
 
     def _emit(self, message: str, percent: int) -> None:

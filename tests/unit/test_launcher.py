@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -97,3 +98,64 @@ def test_without_the_hub_s_address_and_token_nothing_runs():
     assert done.returncode == 1
     assert "JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN must be in the job environment" in done.stderr
     assert not os.path.exists("/tmp/carme-launcher-ran")
+
+
+# ---- the start gate ----------------------------------------------------------------------------------
+def test_a_start_slot_is_one_flock_per_slot_and_a_full_gate_waits_only_so_long(tmp_path):
+    from carme_spawner.launcher import take_start_slot
+
+    gate = str(tmp_path / "gate")
+    first = take_start_slot(gate, 1, wait=1)
+    assert first is not None
+    assert oct(os.stat(gate).st_mode & 0o7777) == "0o1777"  # like /tmp: every user's jobs share it
+    t0 = time.monotonic()
+    assert take_start_slot(gate, 1, wait=0.3) is None  # full: gave up after the wait
+    assert time.monotonic() - t0 >= 0.3
+    os.close(first)
+    again = take_start_slot(gate, 1, wait=1)
+    assert again is not None
+    os.close(again)
+
+
+def test_an_unusable_gate_is_no_gate(tmp_path):
+    from carme_spawner.launcher import take_start_slot
+
+    t0 = time.monotonic()
+    assert take_start_slot("/proc/carme-no-such-gate", 2, wait=30) is None
+    assert take_start_slot("", 2, wait=30) is None
+    assert time.monotonic() - t0 < 5  # at once, not after the 30 s
+
+
+SERVER = """
+import os, socket, sys, time
+start = time.time()
+time.sleep(0.8)  # imports
+port = int(os.environ["JUPYTERHUB_SERVICE_URL"].split(":")[2].split("/")[0])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", port)); s.listen(8)
+print(start, time.time(), flush=True)
+time.sleep(0.5)
+"""
+
+
+def test_servers_beyond_the_node_s_cpus_start_one_after_another(tmp_path):
+    from carme_spawner.launcher import take_start_slot
+
+    gate = str(tmp_path / "gate")
+    held = [take_start_slot(gate, k + 1, wait=1) for k in range((os.cpu_count() or 1) - 1)]  # one slot left
+    hub = FakeHub(201)
+    env = {**os.environ, "JUPYTERHUB_API_URL": hub.api_url, "JUPYTERHUB_API_TOKEN": "t",
+           "JUPYTERHUB_SERVICE_URL": "http://carme-n1:1/user/alice/", "PYTHONPATH": REPO,
+           "CARME_START_GATE_DIR": gate, "CARME_START_GATE_WAIT": "20"}
+    try:
+        servers = [subprocess.Popen([sys.executable, "-m", "carme_spawner.launcher", "--", sys.executable, "-c", SERVER],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [server.communicate(timeout=60) for server in servers]
+    finally:
+        hub.close()
+        for fd in held:
+            os.close(fd)
+    (start_a, open_a), (start_b, open_b) = sorted(tuple(map(float, out.split())) for out, _ in outputs)
+    # the second started its imports only once the first's port was open
+    assert start_b >= open_a - 0.05, outputs
+    assert any("for a start slot" in err for _, err in outputs), outputs
+    assert len(hub.reports) == 2
