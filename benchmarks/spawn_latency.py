@@ -159,6 +159,17 @@ def step_medians(hub: BenchHub) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in steps.items()}
 
 
+def settle(timeout: float = 30) -> None:
+    """Until SLURM lists none of this benchmark's jobs: a cancelled server shuts down, its job ends
+    and its step is torn down, all CPU work that would otherwise slow the next variant's start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["/usr/bin/squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout.split()
+        if not any(name.startswith("carme-bench-") or name in ("bench-batchspawner", FLOOR_JOB) for name in out):
+            return
+        time.sleep(0.1)
+
+
 def at_phase(phase: float) -> None:
     """Sleep until `phase` (0..1) seconds past a whole second of the wall clock. slurmctld starts
     new batch jobs at whole seconds (its background loop wakes each second), so a job waits 0 to
@@ -218,6 +229,7 @@ def main() -> int:
             user = USERS[i % len(USERS)]
             phase = (i + 0.5) / args.samples
             for name in names[i % len(names):] + names[:i % len(names)]:
+                settle()
                 at_phase(phase)
                 totals.setdefault(name, []).append(variants[name](user))
             print(f"   sample {i + 1}: " + ", ".join(f"{n.split(' (')[0]} {totals[n][-1]:.2f}" for n in names), flush=True)
