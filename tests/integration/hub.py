@@ -151,6 +151,14 @@ class Hub:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self.proc:
+            # a hub that exited on its own (a failed start: its proxy did not answer in time) leaves its
+            # configurable-http-proxy running in its process group, on this hub's ports: every later
+            # hub on them would fail too
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc = None
 
     def restart(self) -> None:

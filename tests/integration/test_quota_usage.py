@@ -40,6 +40,9 @@ def hub(cluster):
         for user in ("dave", "erin"):
             hub.ensure_user(user)
         assert wait_until(lambda: hub.session.get(f"{hub.quota}/sync").ok, 60)
+        for user in ("dave", "erin"):  # before any job of this module
+            OFFSETS[user] = sacct_gpu_minutes(user) - carme_gpu_minutes(hub, user)
+        print(f"\nsacct minus sshare before this module's jobs, GPU-minutes: {OFFSETS}")
         yield hub
         hub.session.delete(f"{hub.quota}/users/dave/override")
 
@@ -63,8 +66,16 @@ def carme_gpu_minutes(hub, user: str) -> float:
     return r.json()["usage"]["gpu_hours_used"] * 60
 
 
+# sshare's usage lives in slurmctld's state, saved now and then, and sshare prints whole TRES-minutes:
+# after a controller restart, and job by job, it may stay below what sacct (slurmdbd) lists (this
+# host, after earlier runs: dave 12 vs 14.2 GPU-min). SLURM enforces sshare's figure and Carme
+# reports it; what the tests check is that Carme follows SLURM's accounting while they run: the
+# difference at the module's start (the hub fixture measures it) stays within a GPU-minute and a half.
+OFFSETS: dict[str, float] = {}
+
+
 def agrees(hub, user: str, within: float = 1.5) -> bool:
-    return abs(carme_gpu_minutes(hub, user) - sacct_gpu_minutes(user)) <= within
+    return abs(carme_gpu_minutes(hub, user) + OFFSETS[user] - sacct_gpu_minutes(user)) <= within
 
 
 def test_a_running_servers_usage_grows_and_survives_scancel_and_a_hub_restart(hub):
