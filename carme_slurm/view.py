@@ -19,6 +19,7 @@ from traitlets.config import LoggingConfigurable
 from . import commands
 from .accounting import AccountedJob, AssociationUsage
 from .jobs import SlurmJob, parse_job_comment
+from .gpu_inventory import WHOLE_CLUSTER, gpu_inventory
 from .nodes import SlurmNode
 from .reflector import JobView, Reflector
 from .reservations import SlurmReservation
@@ -173,15 +174,16 @@ class SlurmView(LoggingConfigurable):
         return {"snapshot": self.jobs.health(), "job_name_prefix": self.job_name_prefix, "jobs": jobs}
 
     def nodes_document(self) -> dict:
+        """The nodes, and their GPUs by type: "gpus" for the whole cluster ({type: {total, allocated,
+        free, unavailable}}, untyped GPUs as "gpu" where no node has typed ones) and
+        "gpus_by_partition" ({partition: {type: TypeCount}}, "" for any type)."""
         nodes = sorted(self.nodes.items.values(), key=lambda n: n.name)
-        gpus: dict[str, dict[str, int]] = {}
-        for node in nodes:
-            for gpu in node.gpus:
-                total = gpus.setdefault(gpu.type or "gpu", {"total": 0, "allocated": 0, "free": 0, "unavailable": 0})
-                total["total"] += gpu.total
-                total["allocated"] += gpu.allocated
-                total["free" if node.gpus_reachable else "unavailable"] += gpu.free
-        return {"snapshot": self.nodes.health(), "nodes": [n.to_dict() for n in nodes], "gpus": gpus}
+        cluster = gpu_inventory(nodes, by_partition=False).get(WHOLE_CLUSTER, {})
+        gpus = {t or "gpu": {"total": c.total, "allocated": c.in_use, "free": c.free, "unavailable": c.unavailable}
+                for t, c in cluster.items() if t or len(cluster) == 1}
+        by_partition = {p: {t: c.to_dict() for t, c in types.items()} for p, types in gpu_inventory(nodes).items()}
+        return {"snapshot": self.nodes.health(), "nodes": [n.to_dict() for n in nodes], "gpus": gpus,
+                "gpus_by_partition": by_partition}
 
     def reservations_document(self) -> dict:
         reservations = sorted(self.reservations.items.values(), key=lambda r: (r.start_time, r.name))

@@ -110,7 +110,8 @@ def _directives(request: SpawnRequest, site: JobSite) -> list[str]:
         f"--mem={request.memory_mb}M",
     ]
     if request.gpus > 0:
-        directives.append(f"--gres=gpu:{request.gpus}")
+        kind = f"{request.gpu_type}:" if request.gpu_type else ""  # checked by parse_options (GPU_TYPE)
+        directives.append(f"--gres=gpu:{kind}{request.gpus}")
     if request.reservation:
         directives.append(f"--reservation={request.reservation}")
     directives += [

@@ -33,6 +33,8 @@ class ImageChoice:
     tags: tuple[tuple[str, str], ...] = ()
     section: str = "site"  # site | shared | user
     owner: str | None = None  # who added a user-defined entry (shown next to its badge)
+    gpu_types: tuple[str, ...] = ()  # the GPU types it runs on; () any
+    min_gpu_memory_gb: int = 0
 
     @property
     def owner_label(self) -> str:
@@ -46,6 +48,7 @@ class FormDefaults:
     runtime: str = "1:00"
     partition: str = ""  # "" = automatic routing
     reservation: str = ""
+    gpu_type: str = ""  # "" = any type
 
 
 def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimits, images: list[ImageChoice]) -> FormDefaults:
@@ -63,7 +66,10 @@ def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimit
     partitions = {p.name for p in limits.partitions}
     partition = last.get("partition") if last.get("partition") in partitions else ""
     reservation = str(last.get("reservation") or "")[:64]
-    return FormDefaults(image=image, gpus=gpus, runtime=runtime[:16], partition=partition, reservation=reservation)
+    known_types = {t for types in limits.gpu_capacity.values() for t in types if t}
+    gpu_type = last.get("gpu_type") if last.get("gpu_type") in known_types else ""
+    return FormDefaults(image=image, gpus=gpus, runtime=runtime[:16], partition=partition, reservation=reservation,
+                        gpu_type=gpu_type)
 
 
 def render_options_form(
@@ -72,7 +78,11 @@ def render_options_form(
     defaults: FormDefaults,
     template_dir: Path | None = None,
     quota_lines: list[str] | tuple[str, ...] = (),
+    gpus: Mapping[str, Mapping[str, Any]] | None = None,
+    gpus_age_seconds: float | None = None,
 ) -> str:
+    """The form; `gpus`: gpu_inventory of the hub's view ({partition: {type: TypeCount}}), shown with
+    its age, and the GPU type choice built from it (None: no snapshot yet, any type only)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir or TEMPLATES)),
         autoescape=True,
@@ -96,7 +106,20 @@ def render_options_form(
         routing_json=json.dumps(routing),
         initial_routing=f"{partition.name}: {reason}",
         quota_lines=list(quota_lines),
+        gpu_types=sorted({t for types in (gpus or {}).values() for t in types if t}),
+        gpus_table=[(p, t or "any type", c) for p, types in (gpus or {}).items() for t, c in types.items()
+                    if t or len(types) == 1],
+        gpus_json=json.dumps({p: {t: c.to_dict() for t, c in types.items()} for p, types in (gpus or {}).items()}),
+        gpus_age=_age_words(gpus_age_seconds),
+        image_types_json=json.dumps(dict(limits.image_gpu_types)),
     )
+
+
+def _age_words(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0, round(seconds))
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
 
 
 def _clock(minutes: int) -> str:

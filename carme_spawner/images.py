@@ -32,7 +32,8 @@ def images_from_catalog(catalog: Catalog, role: str, username: str,
     default image). `owner_may_share(owner)`: see `Catalog.visible_to` (owners no longer trusted)."""
     return [
         CatalogImage(
-            ImageChoice(e.choice_id, e.name, e.description, e.gpu, e.tags, e.section, e.owner),
+            ImageChoice(e.choice_id, e.name, e.description, e.gpu, e.tags, e.section, e.owner,
+                        gpu_types=e.gpu_types, min_gpu_memory_gb=e.min_gpu_memory_gb),
             e.image,
             binds=tuple(b.spec for b in e.binds),
             env=e.env,

@@ -15,10 +15,11 @@ from typing import Any, Mapping
 from container_catalog.fields import CHOICE_ID, CHOICE_ID_RULE
 from container_catalog.image_reference import ImageReferenceError, check_image_reference
 
-KNOWN_OPTIONS = ("gpus", "image", "partition", "project", "reservation", "runtime")
+KNOWN_OPTIONS = ("gpu_type", "gpus", "image", "partition", "project", "reservation", "runtime")
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+GPU_TYPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # SLURM gres types: a100, 1g.10gb, tesla_v100+nvlink
 #: fields of the HTML form that carry the request, not spawn options (tornado's XSRF token)
 FORM_TRANSPORT_FIELDS = ("_xsrf",)
 IMAGE_ID = CHOICE_ID  # the catalog owns the rules for image ids and references
@@ -69,6 +70,11 @@ class SpawnLimits:
     default_image: str
     image_gpu: Mapping[str, str] = field(default_factory=dict)  # image id -> required | optional | none
     projects: tuple[str, ...] = ()  # the quota projects (SLURM accounts) the user is a member of
+    #: partition -> {gpu type: the most GPUs of it one node has}, "" for any type; from the hub's
+    #: view of the nodes. A partition missing here is not known: its GPUs are left to SLURM.
+    gpu_capacity: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: image id -> the GPU types it may run on (from the catalog); missing or (): any type
+    image_gpu_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         # freeze the containers too, so nothing changes after validation
@@ -76,6 +82,10 @@ class SpawnLimits:
         object.__setattr__(self, "projects", tuple(self.projects))
         object.__setattr__(self, "allowed_images", MappingProxyType(dict(self.allowed_images)))
         object.__setattr__(self, "image_gpu", MappingProxyType(dict(self.image_gpu)))
+        object.__setattr__(self, "gpu_capacity", MappingProxyType(
+            {p: MappingProxyType(dict(types)) for p, types in self.gpu_capacity.items()}))
+        object.__setattr__(self, "image_gpu_types", MappingProxyType(
+            {i: tuple(types) for i, types in self.image_gpu_types.items()}))
 
     def partition(self, name: str) -> PartitionPolicy | None:
         """The policy of the partition called `name`, if there is one."""
@@ -100,6 +110,7 @@ class SpawnRequest:
     image: str
     routing_reason: str
     project: str | None = None  # the job's SLURM account; None: the user's own
+    gpu_type: str = ""  # a SLURM gres type (--gres=gpu:TYPE:N); "" any type
 
     def __post_init__(self):
         if not _MINTING.get():
@@ -130,6 +141,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
     _check_partition_limits(gpus, runtime, partition)
     reservation = _parse_reservation(given.get("reservation"))
     _check_image_gpus(image_id, gpus, limits)
+    gpu_type = _check_gpu_type(_parse_gpu_type(given.get("gpu_type")), gpus, partition.name, image_id, limits)
     project = _parse_project(given.get("project"), limits)
 
     minting = _MINTING.set(True)
@@ -145,6 +157,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
             image=limits.allowed_images[image_id],
             routing_reason=reason,
             project=project,
+            gpu_type=gpu_type,
         )
     finally:
         _MINTING.reset(minting)
@@ -333,6 +346,44 @@ def _check_image_gpus(image_id: str, gpus: int, limits: SpawnLimits) -> None:
         raise OptionsError("gpus", f"image {image_id} needs at least 1 GPU")
     if policy == "none" and gpus > 0:
         raise OptionsError("gpus", f"image {image_id} cannot use GPUs; choose 0 (asked for {gpus})")
+
+
+def _parse_gpu_type(value: Any) -> str:
+    if value is None or value == "any":
+        return ""
+    if not isinstance(value, str) or not GPU_TYPE.fullmatch(value):
+        rule = "a GPU type such as a100 or 1g.10gb: letters, digits, '_', '.', '+', '-'"
+        raise OptionsError("gpu_type", f"must be {rule}, or any (got {_describe(value)})")
+    return value
+
+
+def _check_gpu_type(gpu_type: str, gpus: int, partition: str, image_id: str, limits: SpawnLimits) -> str:
+    """The GPU type the job asks for ("" any), checked against the image and the partition's nodes."""
+    if gpus == 0:
+        if gpu_type:
+            raise OptionsError("gpu_type", f"a GPU type needs at least 1 GPU (gpus is 0, type {gpu_type})")
+        return ""
+    capacity = limits.gpu_capacity.get(partition)  # None: not known, SLURM decides
+    image_types = limits.image_gpu_types.get(image_id, ())
+    if image_types:
+        runnable = [t for t in image_types if capacity is None or t in capacity]
+        if not gpu_type and len(runnable) == 1:
+            gpu_type = runnable[0]  # "any" that the image allows only one way
+        if gpu_type not in image_types:
+            raise OptionsError("gpu_type", f"image {image_id} runs on {', '.join(image_types)} GPUs only"
+                                           f"{'; choose one' if not gpu_type else f' (asked for {gpu_type})'}")
+    if capacity is None:
+        return gpu_type
+    if gpu_type not in capacity:
+        there = ", ".join(t for t in capacity if t) or "no typed GPUs"
+        where = f"no {gpu_type} GPUs" if gpu_type else "no GPUs"
+        raise OptionsError("gpu_type", f"{where} on partition {partition} (there: {there})")
+    most = capacity[gpu_type]
+    if gpus > most:
+        kind = f"{gpu_type} GPUs" if gpu_type else "GPUs"
+        raise OptionsError("gpus", f"at most {most} {kind} fit on one node of partition {partition}, "
+                                   f"and a server runs on one node (asked for {gpus})")
+    return gpu_type
 
 
 def _require_int(field: str, value: Any, minimum: int) -> None:

@@ -8,13 +8,16 @@ the job-name prefix) are the hub's view's: section `SlurmView:`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 from traitlets import Dict, Float, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from carme_quota.limits import Limits
+from carme_slurm.gpu_inventory import TypeCount, type_memory_gb
 
 from .accounts import DENIED_USERS
+from .form import ImageChoice
 from .images import CatalogImage
 from .options import PartitionPolicy, SpawnLimits, validate_limits
 
@@ -141,6 +144,13 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         "ProfilesSpawner adds 'profile'); they are dropped before validation, every other unknown key is refused.",
     )
     log_tail_lines = Integer(20, config=True, help="Lines of the job's output shown when a spawn fails.")
+    gpu_type_memory_gb = Dict(
+        key_trait=Unicode(),
+        value_trait=Float(),
+        config=True,
+        help="GPU memory in GB per SLURM GPU type, e.g. {a100: 80, v100: 32}, for images whose catalog entry "
+        "asks for min_gpu_memory_gb (MIG slices named like 1g.10gb need no entry: the name says 10).",
+    )
     start_gate_dir = Unicode(
         "/dev/shm/carme-start-gate",
         config=True,
@@ -169,8 +179,10 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         return proposal.value
 
     def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None,
-                     projects: tuple[str, ...] = ()) -> SpawnLimits:
-        """The form's and the options' limits: the site's, lowered to the user's quota where it is lower."""
+                     projects: tuple[str, ...] = (), gpus: Mapping[str, Mapping[str, TypeCount]] | None = None,
+                     ) -> SpawnLimits:
+        """The form's and the options' limits: the site's, lowered to the user's quota where it is lower;
+        the GPU types from `gpus` (gpu_inventory of the hub's view; None: not known)."""
         quota = quota or Limits()
         max_gpus = min(self.max_gpus, quota.gpus_per_job if quota.gpus_per_job is not None else self.max_gpus)
         max_runtime = max(1, min(self.max_runtime_minutes, quota.max_runtime_minutes or self.max_runtime_minutes))
@@ -192,5 +204,17 @@ class CarmeSpawnerSettings(LoggingConfigurable):
                 default_image=self.default_image,
                 image_gpu={i.choice.id: i.choice.gpu for i in images},
                 projects=projects,
+                gpu_capacity={p: {t: c.most_on_a_node for t, c in types.items()} for p, types in (gpus or {}).items()},
+                image_gpu_types={i.choice.id: self.image_gpu_types(i.choice, gpus or {}) for i in images},
             )
         )
+
+    def image_gpu_types(self, choice: ImageChoice, gpus: Mapping[str, Mapping[str, TypeCount]]) -> tuple[str, ...]:
+        """The GPU types `choice` may run on: the ones it names, and of those (or of the cluster's
+        types) the ones with at least its minimum GPU memory; () for any type."""
+        named = choice.gpu_types
+        if not choice.min_gpu_memory_gb:
+            return named
+        known = named or tuple(sorted({t for types in gpus.values() for t in types if t}))
+        big_enough = tuple(t for t in known if (type_memory_gb(t, self.gpu_type_memory_gb) or 0) >= choice.min_gpu_memory_gb)
+        return big_enough or (f"(none with {choice.min_gpu_memory_gb} GB or more)",)

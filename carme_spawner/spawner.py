@@ -41,6 +41,7 @@ from carme_slurm import (
     scancel,
     server_slug,
 )
+from carme_slurm.gpu_inventory import gpu_inventory
 from container_catalog import UserEntryRules
 
 from . import port_callback, progress
@@ -199,10 +200,19 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         account = await self.job_account()
         images = await self.image_choices(account)
         quota, projects, _ = await self.user_quota(account)
-        limits = self.spawn_limits(images, quota, projects)
+        gpus = self.gpu_inventory()
+        limits = self.spawn_limits(images, quota, projects, gpus)
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
+        age = time.time() - self.view.nodes.snapshot_started if gpus is not None else None
         return render_options_form([i.choice for i in images], limits, defaults,
-                                   quota_lines=await self.quota_lines(account, quota, projects))
+                                   quota_lines=await self.quota_lines(account, quota, projects),
+                                   gpus=gpus, gpus_age_seconds=age)
+
+    def gpu_inventory(self) -> dict | None:
+        """The cluster's GPUs by partition and type from the view's last nodes snapshot (no SLURM
+        call); None before the first one (then SLURM alone judges GPU types)."""
+        nodes = self.view.nodes
+        return gpu_inventory(nodes.items.values()) if nodes.snapshot_started else None
 
     async def quota_lines(self, account: JobAccount, quota: Limits, projects: tuple[str, ...]) -> list[str]:
         """The user's limits and use in words, for the form (from the hub's view: no SLURM call)."""
@@ -296,7 +306,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
         quota = await self.user_quota(account, options.get("project"))
-        prepared = self._parsed(account, images, options, self.spawn_limits(images, quota.limits, quota.projects),
+        prepared = self._parsed(account, images, options, self.spawn_limits(images, quota.limits, quota.projects, self.gpu_inventory()),
                                 quota)
         self.steps.mark("options parsed")
         return prepared

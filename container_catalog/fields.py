@@ -31,6 +31,9 @@ BIND_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*")
 
 INTERFACES = ("jupyterlab", "notebook", "code-server")
 GPU_MODES = ("required", "optional", "none")
+GPU_TYPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # SLURM gres types: a100, 1g.10gb
+MAX_GPU_TYPES = 16
+MAX_GPU_MEMORY_GB = 4096
 BIND_MODES = ("rw", "ro")
 
 MAX_NAME = 80
@@ -185,6 +188,24 @@ def paragraph(value: Any, field: str, max_length: int) -> str:
 def choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise FieldError(field, f"must be one of {', '.join(allowed)}; got {describe(value)}")
+    return value
+
+
+def gpu_types(value: Any, field: str = "gpu_types") -> tuple[str, ...]:
+    """A list of SLURM GPU (gres) types the image runs on: [a100, 1g.10gb]."""
+    if not isinstance(value, list) or not value:
+        raise FieldError(field, f"must be a non-empty list of GPU types such as [a100, 1g.10gb], got {describe(value)}")
+    if len(value) > MAX_GPU_TYPES:
+        raise FieldError(field, f"at most {MAX_GPU_TYPES} GPU types, got {len(value)}")
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not GPU_TYPE.fullmatch(name):
+            raise FieldError(f"{field}[{i}]", f"must be a GPU type (letters, digits, '_', '.', '+', '-'), got {describe(name)}")
+    return tuple(dict.fromkeys(value))
+
+
+def gpu_memory_gb(value: Any, field: str = "min_gpu_memory_gb") -> int:
+    if type(value) is not int or not 1 <= value <= MAX_GPU_MEMORY_GB:
+        raise FieldError(field, f"must be a whole number of GB from 1 to {MAX_GPU_MEMORY_GB}, got {describe(value)}")
     return value
 
 

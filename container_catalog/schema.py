@@ -27,8 +27,8 @@ USER_SECTIONS = ("shared", "user")
 RUNNABLE_INTERFACES = ("jupyterlab",)  # others validate; they become runnable with their launchers
 
 SITE_FIELDS = (
-    "id", "name", "description", "image", "interface", "gpu", "tags", "roles", "binds", "env",
-    "maintainer", "enabled",
+    "id", "name", "description", "image", "interface", "gpu", "gpu_types", "min_gpu_memory_gb", "tags", "roles",
+    "binds", "env", "maintainer", "enabled",
 )
 #: what only the site may set: a user-defined entry runs in other users' jobs (binds over their
 #: libraries, variables that load code, who may run it are the site's decisions)
@@ -94,6 +94,8 @@ class CatalogEntry:
     description: str = ""
     interface: str = "jupyterlab"  # jupyterlab | notebook | code-server
     gpu: str = "optional"  # required | optional | none
+    gpu_types: tuple[str, ...] = ()  # SLURM gres types it runs on; () any
+    min_gpu_memory_gb: int = 0  # 0: no minimum
     tags: tuple[tuple[str, str], ...] = ()  # (name, value); value "" for a plain label
     roles: tuple[str, ...] = ROLES
     binds: tuple[BindMount, ...] = ()
@@ -150,6 +152,10 @@ class CatalogEntry:
             "binds": [b.spec for b in self.binds], "env": dict(self.env), "maintainer": self.maintainer,
             "enabled": self.enabled,
         }
+        if self.gpu_types:  # left out when not set, as in the files
+            data["gpu_types"] = list(self.gpu_types)
+        if self.min_gpu_memory_gb:
+            data["min_gpu_memory_gb"] = self.min_gpu_memory_gb
         if self.user_defined:
             for name in SITE_ONLY_FIELDS:
                 del data[name]
@@ -207,6 +213,8 @@ def parse_entry(
         description=check("description", f.paragraph, f.MAX_DESCRIPTION, default=""),
         interface=check("interface", f.choice, f.INTERFACES, default="jupyterlab"),
         gpu=check("gpu", f.choice, f.GPU_MODES, default="optional"),
+        gpu_types=check("gpu_types", f.gpu_types, default=()),
+        min_gpu_memory_gb=check("min_gpu_memory_gb", f.gpu_memory_gb, default=0),
         tags=check("tags", f.tags, default=()),
         roles=check("roles", f.roles, default=ROLES),
         binds=tuple(BindMount(*b) for b in check("binds", _binds, default=())),

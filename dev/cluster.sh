@@ -17,7 +17,10 @@ set -euo pipefail
 STATE=${CARME_DEV_STATE:-/var/lib/carme-dev}
 NODES=(carme-n1 carme-n2)
 NODE_PORTS=(6818 6819)
-GPUS_PER_NODE=4
+# typed GPUs as gres, per node "type:count ...", in device order: carme-n1 has 4 x a100, carme-n2 2 x a100
+# and 4 MIG-like slices 1g.10gb; each GPU is its own character device nvidia<i> (i counts across types,
+# so a job's CUDA_VISIBLE_DEVICES names the devices of the types it got)
+NODE_GPUS=("a100:4" "a100:2 1g.10gb:4")
 CPUS_PER_NODE=8
 MEM_PER_NODE_MB=8192
 # name uid: the same numbers the test LDAP directory (dev/ldap.sh) uses (uidNumber), as sssd/nslcd would
@@ -56,12 +59,25 @@ make_users() {
     done
 }
 
+node_gpu_count() {  # all GPUs of node number $1
+    local spec n=0
+    for spec in ${NODE_GPUS[$1]}; do n=$((n + ${spec##*:})); done
+    echo "$n"
+}
+
+node_gres() {  # slurm.conf Gres= of node number $1: gpu:a100:2,gpu:1g.10gb:4
+    local spec out=()
+    for spec in ${NODE_GPUS[$1]}; do out+=("gpu:$spec"); done
+    (IFS=,; echo "${out[*]}")
+}
+
 make_fake_gpus() {
     # gres.conf File= must name character devices; these are clones of /dev/null (1,3).
-    local node i
-    for node in "${NODES[@]}"; do
+    local node i n
+    for n in "${!NODES[@]}"; do
+        node=${NODES[$n]}
         mkdir -p "$STATE/dev/$node"
-        for ((i = 0; i < GPUS_PER_NODE; i++)); do
+        for ((i = 0; i < $(node_gpu_count "$n"); i++)); do
             [ -c "$STATE/dev/$node/nvidia$i" ] || mknod -m 0666 "$STATE/dev/$node/nvidia$i" c 1 3
         done
     done
@@ -90,7 +106,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
-AccountingStorageTRES=gres/gpu
+AccountingStorageTRES=gres/gpu,gres/gpu:a100,gres/gpu:1g.10gb
 AccountingStorageEnforce=associations,limits,qos,safe
 PriorityType=priority/multifactor
 # GPU-hour budgets per month (GrpTRESMins): usage is cleared on the 1st and does not decay before;
@@ -123,7 +139,7 @@ SlurmdTimeout=60
 EOF
     local i
     for i in "${!NODES[@]}"; do
-        echo "NodeName=${NODES[$i]} NodeHostname=$host NodeAddr=127.0.0.1 Port=${NODE_PORTS[$i]} CPUs=$CPUS_PER_NODE RealMemory=$MEM_PER_NODE_MB Gres=gpu:$GPUS_PER_NODE State=UNKNOWN" >>"$STATE/etc/slurm.conf.new"
+        echo "NodeName=${NODES[$i]} NodeHostname=$host NodeAddr=127.0.0.1 Port=${NODE_PORTS[$i]} CPUs=$CPUS_PER_NODE RealMemory=$MEM_PER_NODE_MB Gres=$(node_gres "$i") State=UNKNOWN" >>"$STATE/etc/slurm.conf.new"
     done
     local nodelist
     nodelist=$(IFS=,; echo "${NODES[*]}")
@@ -132,11 +148,17 @@ PartitionName=interactive Nodes=$nodelist Default=YES MaxTime=08:00:00 DefaultTi
 PartitionName=batch Nodes=$nodelist MaxTime=7-00:00:00 DefaultTime=04:00:00 State=UP
 EOF
     : >"$STATE/etc/gres.conf.new"
-    for node in "${NODES[@]}"; do
-        echo "NodeName=$node Name=gpu File=$STATE/dev/$node/nvidia[0-$((GPUS_PER_NODE - 1))]" >>"$STATE/etc/gres.conf.new"
+    local n spec first
+    for n in "${!NODES[@]}"; do
+        first=0
+        for spec in ${NODE_GPUS[$n]}; do
+            echo "NodeName=${NODES[$n]} Name=gpu Type=${spec%%:*} File=$STATE/dev/${NODES[$n]}/nvidia[$first-$((first + ${spec##*:} - 1))]" >>"$STATE/etc/gres.conf.new"
+            first=$((first + ${spec##*:}))
+        done
     done
     local f
     for f in slurm.conf gres.conf; do
+        cmp -s "$STATE/etc/$f.new" "$STATE/etc/$f" || CONFIG_CHANGED=1
         mv "$STATE/etc/$f.new" "$STATE/etc/$f"
         if [ -e "/etc/slurm/$f" ] && [ ! -L "/etc/slurm/$f" ]; then
             mv "/etc/slurm/$f" "/etc/slurm/$f.before-carme"
@@ -284,14 +306,27 @@ check_gpus() {
     out=$(srun -p interactive --gres=gpu:2 -t 1 bash -c 'echo "$CUDA_VISIBLE_DEVICES"' 2>&1) || die "test job failed: $out"
     [[ "$out" =~ ^[0-9]+,[0-9]+$ ]] || die "a --gres=gpu:2 job saw CUDA_VISIBLE_DEVICES='$out'"
     log "a --gres=gpu:2 job sees CUDA_VISIBLE_DEVICES=$out"
+    out=$(srun -p interactive --gres=gpu:1g.10gb:1 -t 1 bash -c 'echo "$SLURMD_NODENAME $CUDA_VISIBLE_DEVICES"' 2>&1) \
+        || die "a test job on a 1g.10gb slice failed: $out"
+    [[ "$out" =~ ^carme-n2\ [2-5]$ ]] || die "a --gres=gpu:1g.10gb:1 job saw node and CUDA_VISIBLE_DEVICES '$out'"
+    log "a --gres=gpu:1g.10gb:1 job runs on $out (a slice's device index)"
 }
 
-stop_all() {
-    local node
+stop_slurm() {
+    local node i
     for node in "${NODES[@]}"; do
         pid_alive "$STATE/run/slurmd-$node.pid" && kill "$(cat "$STATE/run/slurmd-$node.pid")" || true
     done
     pid_alive "$STATE/run/slurmctld.pid" && kill "$(cat "$STATE/run/slurmctld.pid")" || true
+    for ((i = 0; i < 40; i++)); do
+        pid_alive "$STATE/run/slurmctld.pid" || pid_alive "$STATE/run/slurmd-${NODES[0]}.pid" \
+            || pid_alive "$STATE/run/slurmd-${NODES[1]}.pid" || break
+        sleep 0.25
+    done
+}
+
+stop_all() {
+    stop_slurm
     pid_alive "$STATE/run/slurmdbd.pid" && kill "$(cat "$STATE/run/slurmdbd.pid")" || true
     pid_alive "$STATE/mariadb/run/mysqld.pid" && kill "$(cat "$STATE/mariadb/run/mysqld.pid")" || true
     sleep 1
@@ -309,7 +344,11 @@ up)
     write_slurmdbd_config
     start_slurmdbd
     make_associations
-    if pid_alive "$STATE/run/slurmctld.pid"; then scontrol reconfigure >/dev/null 2>&1 || true; fi
+    if [ "${CONFIG_CHANGED:-0}" = 1 ] && pid_alive "$STATE/run/slurmctld.pid"; then
+        # nodes' gres and the accounting TRES change only with a restart of slurmctld and the slurmds
+        stop_slurm
+        log "the configuration changed: slurmctld and the slurmds restart"
+    fi
     start_slurm
     wait_idle
     check_gpus

@@ -88,3 +88,12 @@ def page(browser, request):
             page.screenshot(path=str(ARTIFACTS / f"{test}.png"), full_page=True)
         finally:
             context.close()
+
+
+def login(page, hub, user: str, lands_on: str = r".*/hub/(spawn|home).*") -> None:
+    """Log `user` in through the hub's login page (the test hub's shared demo password)."""
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", hub.demo_password)
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url(re.compile(lands_on))

@@ -12,6 +12,8 @@ import requests
 
 from tests.integration.conftest import running_hub
 
+from .conftest import login
+
 pytestmark = pytest.mark.integration
 
 LIMITS = {"user": {"max_servers": 1, "gpus_per_job": 1, "gpu_hours": 100}}
@@ -29,12 +31,6 @@ def hub(cluster):
         yield hub
 
 
-def login(page, hub, user: str) -> None:
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", hub.demo_password)
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
 
 
 def test_the_form_shows_use_and_limits_and_an_over_quota_start_names_the_limit(hub, page):

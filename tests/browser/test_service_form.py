@@ -10,6 +10,8 @@ import pytest
 
 from tests.integration.conftest import running_hub
 
+from .conftest import login
+
 pytestmark = pytest.mark.integration
 
 
@@ -30,11 +32,7 @@ def catalog_url(hub) -> str:
 
 
 def test_a_power_user_adds_an_image_through_the_page_form_and_a_forged_post_is_refused(hub, page):
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", "dave")
-    page.fill("input[name=password]", hub.demo_password)
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
+    login(page, hub, "dave")
 
     page.goto(catalog_url(hub))  # OAuth with the hub, then the page
     page.wait_for_selector("#add-image-form")

@@ -11,6 +11,8 @@ import pytest
 from tests.integration import slurm_probe
 from tests.integration.conftest import running_hub
 
+from .conftest import login
+
 pytestmark = pytest.mark.integration
 
 
@@ -22,11 +24,7 @@ def hub(cluster):
 
 def test_form_offers_the_role_s_images_and_starts_jupyterlab_on_a_gpu(hub, page):
     hub.ensure_user("alice")
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", hub.demo_password)
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url(re.compile(r".*/hub/spawn.*"))
+    login(page, hub, "alice", r".*/hub/spawn.*")
 
     offered = page.eval_on_selector_all("input[name=image]", "els => els.map(e => e.value)")
     assert {"python-cpu", "pytorch-gpu", "tensorflow-gpu", "jax-gpu"} <= set(offered), offered

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
+#: the dev cluster's GPUs (dev/cluster.sh NODE_GPUS), by node and type, in device order
+NODE_GPUS = {"carme-n1": {"a100": 4}, "carme-n2": {"a100": 2, "1g.10gb": 4}}
+
+
+def node_gpus(node: str) -> int:
+    return sum(NODE_GPUS[node].values())
+
 
 def job(job_id: str) -> dict[str, str]:
     """`scontrol show job -o ID` as a dict ({} when SLURM no longer knows the job)."""

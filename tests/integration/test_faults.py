@@ -118,7 +118,7 @@ def test_pending_spawn_shows_reason_and_stops_without_leftovers(hub):
     in the progress stream; stopping it while pending leaves no job in squeue."""
     blockers = [
         subprocess.run(
-            ["sbatch", "--parsable", "-J", "blocker", "-p", "batch", "-w", node, "--gres=gpu:4", "-t", "10",
+            ["sbatch", "--parsable", "-J", "blocker", "-p", "batch", "-w", node, f"--gres=gpu:{slurm_probe.node_gpus(node)}", "-t", "10",
              "-o", "/dev/null", "--wrap", "sleep 600"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()

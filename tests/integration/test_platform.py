@@ -143,9 +143,13 @@ def test_services_read_the_hub_s_one_view_and_never_slurm(hub):
     document = nodes.json()
     by_name = {n["name"]: n for n in document["nodes"]}
     assert set(by_name) == {"carme-n1", "carme-n2"}
-    assert all(n["gpus_total"] == 4 for n in by_name.values()), by_name
+    assert {name: n["gpus_total"] for name, n in by_name.items()} == {
+        name: slurm_probe.node_gpus(name) for name in by_name}, by_name
     assert sum(n["gpus_allocated"] for n in by_name.values()) == 1  # alice's one GPU
-    assert document["gpus"]["gpu"]["total"] == 8 and document["gpus"]["gpu"]["allocated"] == 1
+    assert {t: g["total"] for t, g in document["gpus"].items()} == {"a100": 6, "1g.10gb": 4}, document["gpus"]
+    assert sum(g["allocated"] for g in document["gpus"].values()) == 1
+    interactive = document["gpus_by_partition"]["interactive"]
+    assert interactive["a100"]["most_on_a_node"] == 4 and interactive[""]["total"] == 10, interactive
     assert document["snapshot"]["slurm_answering"] is True
     jobs = view(hub, "jobs").json()
     carme = {j["carme_user"]: j for j in jobs["jobs"] if j["carme"] and j["active"]}

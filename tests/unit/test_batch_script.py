@@ -241,6 +241,7 @@ NEAR_VALID = {
     "reservation": st.sampled_from(["maint", "r.1-x", "A" * 64]),
     "image": st.sampled_from(["base", "torch"]),
     "project": st.sampled_from(["vision", "other", ""]),
+    "gpu_type": st.sampled_from(["a100", "1g.10gb", "any", "", "h100"]),
 }
 RAW_OPTIONS = st.fixed_dictionaries(
     {}, optional={field: st.one_of(NEAR_VALID[field], ANYTHING) for field in KNOWN_OPTIONS}

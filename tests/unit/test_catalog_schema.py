@@ -443,3 +443,40 @@ def test_arbitrary_mappings_never_crash(data):
         assert all(p.path == SOURCE and p.field and p.message for p in error.problems)
         return
     assert no_control_characters(e)
+
+
+# --- GPU types and memory ------------------------------------------------------------------------
+
+def test_an_entry_may_name_its_gpu_types_and_a_minimum_gpu_memory():
+    e = entry(gpu="required", gpu_types=["a100", "1g.10gb", "a100"], min_gpu_memory_gb=10)
+    assert (e.gpu_types, e.min_gpu_memory_gb) == (("a100", "1g.10gb"), 10)
+    assert parse_entry(e.to_dict(), source=SOURCE) == e  # round trip
+    assert "gpu_types" not in entry().to_dict()  # left out when not set
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("gpu_types", [], "must be a non-empty list of GPU types"),
+    ("gpu_types", "a100", "must be a non-empty list of GPU types"),
+    ("gpu_types", ["a100", "a 100"], "must be a GPU type"),
+    ("min_gpu_memory_gb", 0, "must be a whole number of GB from 1 to 4096"),
+    ("min_gpu_memory_gb", "40", "must be a whole number of GB from 1 to 4096"),
+])
+def test_bad_gpu_types_or_memory_name_the_field(field, value, message):
+    problem = the_problem({**MINIMAL, field: value})
+    assert problem.field.startswith(field) and message in problem.message, problem
+
+
+def test_the_types_an_image_may_run_on_follow_its_minimum_memory():
+    from carme_slurm.gpu_inventory import gpu_inventory
+    from carme_spawner.form import ImageChoice
+    from carme_spawner.settings import CarmeSpawnerSettings
+
+    from .test_gpu_inventory import N1, N2
+
+    inventory = gpu_inventory([N1, N2])
+    settings = CarmeSpawnerSettings(gpu_type_memory_gb={"a100": 80})
+    assert settings.image_gpu_types(ImageChoice("t", "T"), inventory) == ()  # any
+    assert settings.image_gpu_types(ImageChoice("t", "T", min_gpu_memory_gb=40), inventory) == ("a100",)
+    assert settings.image_gpu_types(ImageChoice("t", "T", min_gpu_memory_gb=8), inventory) == ("1g.10gb", "a100")
+    assert settings.image_gpu_types(ImageChoice("t", "T", gpu_types=("1g.10gb",), min_gpu_memory_gb=40),
+                                    inventory) == ("(none with 40 GB or more)",)

@@ -19,13 +19,15 @@ IMAGES = [
 class Inputs(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
-        self.inputs, self.options = [], []
+        self.inputs, self.options, self.select = [], [], ""
 
     def handle_starttag(self, tag, attrs):
         if tag == "input":
             self.inputs.append(dict(attrs))
+        if tag == "select":
+            self.select = dict(attrs).get("name", "")
         if tag == "option":
-            self.options.append(dict(attrs))
+            self.options.append({**dict(attrs), "_select": self.select})
 
 
 def parsed(text):
@@ -42,7 +44,7 @@ def test_form_lists_images_limits_and_partitions():
     assert [r for r in radios if "checked" in r][0]["value"] == "torch"
     gpus = next(i for i in p.inputs if i.get("name") == "gpus")
     assert gpus["max"] == str(LIMITS.max_gpus) and gpus["value"] == "1"
-    assert [o["value"] for o in p.options] == ["", "interactive", "batch"]
+    assert [o["value"] for o in p.options if o["_select"] == "partition"] == ["", "interactive", "batch"]
     assert f"Your limit: {LIMITS.max_gpus} per server." in text
     assert "framework: python" in text and "cuda: 12.4" in text
 
@@ -94,3 +96,28 @@ def test_the_users_quota_and_projects_show_on_the_form():
     assert '<select class="form-select" id="carme-project" name="project">' in text and '<option value="vision">' in text
     plain = render_options_form(IMAGES, LIMITS, FormDefaults(image="base"))
     assert 'id="carme-quota"' not in plain and 'name="project"' not in plain
+
+
+def test_the_gpu_types_of_the_cluster_are_offered_with_what_is_free_and_how_old_that_is():
+    from carme_slurm.gpu_inventory import gpu_inventory
+
+    from .test_gpu_inventory import N1, N2
+
+    inventory = gpu_inventory([N1, N2])
+    text = render_options_form(IMAGES, LIMITS, FormDefaults(image="torch", gpus=1, gpu_type="a100"),
+                               gpus=inventory, gpus_age_seconds=12.4)
+    p = parsed(text)
+    types = [o for o in p.options if o["_select"] == "gpu_type"]
+    assert [o["value"] for o in types] == ["", "1g.10gb", "a100"]
+    assert [o["value"] for o in types if "selected" in o] == ["a100"]
+    assert "(as of 12 s ago)" in text
+    def row(partition, gpu_type):
+        start = text.index(f'<tr data-partition="{partition}" data-type="{gpu_type}">')
+        return " ".join(text[start:text.index("</tr>", start)].split())
+
+    assert '<td class="text-end carme-free">3 free <span class="text-body-secondary">(carme-n1 1 free · carme-n2 2 free)' \
+        in row("interactive", "a100")
+    assert '<td class="text-end carme-free">3 free</td> <td class="text-end">1</td>' in row("batch", "1g.10gb")
+    without = render_options_form(IMAGES, LIMITS, FormDefaults(image="torch"))  # no snapshot yet
+    assert 'id="carme-gpus-free"' not in without
+    assert [o["value"] for o in parsed(without).options if o["_select"] == "gpu_type"] == [""]
