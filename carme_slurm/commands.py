@@ -42,8 +42,10 @@ async def run_command(
     input: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 30,
+    output: str = "stdout",
 ) -> str:
-    """Run argv (no shell) and return its stdout; raise SlurmCommandError on any failure."""
+    """Run argv (no shell) and return its stdout (or, output="stderr", what it printed there: sbatch
+    --test-only answers on stderr); raise SlurmCommandError on any failure."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -63,7 +65,7 @@ async def run_command(
     if proc.returncode != 0:
         detail = err.decode(errors="replace").strip()[-2000:] or "(no error text)"
         raise SlurmCommandError(argv, f"exit {proc.returncode}: {detail}", proc.returncode)
-    return out.decode(errors="replace")
+    return (err if output == "stderr" else out).decode(errors="replace")
 
 
 async def _parsed(argv: list[str], parse, timeout: float):

@@ -142,6 +142,13 @@ class SlurmView(LoggingConfigurable):
     def carme_jobs(self) -> list[SlurmJob]:
         return [j for j in self.jobs.items.values() if self.is_carme_job(j)]
 
+    def pending_position(self, job: SlurmJob) -> tuple[int, int]:
+        """(position, count) of `job` among Carme's pending jobs in its partition, by submission."""
+        waiting = sorted((j for j in self.carme_jobs() if j.is_pending and j.partition == job.partition),
+                         key=lambda j: (j.submit_time, int(j.job_id) if j.job_id.isdigit() else 0))
+        ids = [j.job_id for j in waiting]
+        return (ids.index(job.job_id) + 1 if job.job_id in ids else 0), len(ids)
+
     async def node_address(self, node: str) -> str:
         """The address SLURM has for `node` (NodeAddr); waits for one node snapshot if it is new."""
         if node not in self.nodes.items:

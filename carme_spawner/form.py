@@ -62,6 +62,8 @@ def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimit
         image = next((i.id for i in images if i.section == "site"), "")
     gpus = last.get("gpus")
     gpus = int(gpus) if isinstance(gpus, (int, str)) and str(gpus).isdigit() and int(gpus) <= limits.max_gpus else 0
+    if gpus == 0 and any(i.id == image and i.gpu == "required" for i in images):
+        gpus = min(1, limits.max_gpus)  # as a start without options does: the image needs one
     runtime = str(last.get("runtime") or "") or _clock(limits.default_runtime_minutes)
     partitions = {p.name for p in limits.partitions}
     partition = last.get("partition") if last.get("partition") in partitions else ""
@@ -80,6 +82,7 @@ def render_options_form(
     quota_lines: list[str] | tuple[str, ...] = (),
     gpus: Mapping[str, Mapping[str, Any]] | None = None,
     gpus_age_seconds: float | None = None,
+    estimate_url: str = "",
 ) -> str:
     """The form; `gpus`: gpu_inventory of the hub's view ({partition: {type: TypeCount}}), shown with
     its age, and the GPU type choice built from it (None: no snapshot yet, any type only)."""
@@ -112,6 +115,7 @@ def render_options_form(
         gpus_json=json.dumps({p: {t: c.to_dict() for t, c in types.items()} for p, types in (gpus or {}).items()}),
         gpus_age=_age_words(gpus_age_seconds),
         image_types_json=json.dumps(dict(limits.image_gpu_types)),
+        estimate_url=estimate_url,
     )
 
 

@@ -101,8 +101,8 @@ class JobFollower:
                 if job is not None:
                     if job.is_running:
                         self.on_running()
-                    message = (progress.describe_pending(job, time.time()) if job.is_pending
-                               else progress.describe_running(job))
+                    message = (progress.describe_pending(job, time.time(), self.view.pending_position(job))
+                               if job.is_pending else progress.describe_running(job))
                     if message != last_message:  # the "running on node N" step shows even when
                         self.emit(message, 30 if job.is_pending else 60)  # the port came in the same snapshot
                         last_message = message

@@ -51,10 +51,14 @@ def format_time(epoch: int, now: float | None = None) -> str:
     return f"{when} (in {minutes / 60:.1f} h)"
 
 
-def describe_pending(job: SlurmJob, now: float | None = None) -> str:
+def describe_pending(job: SlurmJob, now: float | None = None, position: tuple[int, int] = (0, 0)) -> str:
+    """`position`: (this job's place, how many) among Carme's pending jobs in the partition."""
     text = f"Job {job.job_id} is queued in partition {job.partition}: {describe_reason(job.reason)}"
     if job.start_time and job.start_time > (now or 0):
         text += f"; SLURM expects it to start at {format_time(job.start_time, now)}"
+    place, count = position
+    if place and count > 1:
+        text += f"; number {place} of {count} Carme jobs waiting there"
     return text + "."
 
 

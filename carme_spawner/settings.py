@@ -151,6 +151,15 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         help="GPU memory in GB per SLURM GPU type, e.g. {a100: 80, v100: 32}, for images whose catalog entry "
         "asks for min_gpu_memory_gb (MIG slices named like 1g.10gb need no entry: the name says 10).",
     )
+    estimate_timeout = Float(
+        10.0, config=True,
+        help="Seconds the form's start estimate (sbatch --test-only as the user) may take before it says "
+        "the estimate is unavailable.",
+    )
+    estimate_cache_seconds = Float(
+        30.0, config=True,
+        help="Seconds one estimate is kept per user and distinct request (the form asks as fields change).",
+    )
     start_gate_dir = Unicode(
         "/dev/shm/carme-start-gate",
         config=True,

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote
 
 from batchspawner import SlurmSpawner
 from jupyterhub import orm
@@ -44,7 +45,7 @@ from carme_slurm import (
 from carme_slurm.gpu_inventory import gpu_inventory
 from container_catalog import UserEntryRules
 
-from . import port_callback, progress
+from . import expected_start, port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
 from .admission import HUB_ADMISSION, stored_quota
 from .batch_script import JobSite, render_batch_script
@@ -204,9 +205,12 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         limits = self.spawn_limits(images, quota, projects, gpus)
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
         age = time.time() - self.view.nodes.snapshot_started if gpus is not None else None
+        estimate = f"{self.hub.base_url}api/carme/expected-start/users/{quote(self.user.name, safe='')}"
+        if self.name:
+            estimate += f"/servers/{quote(self.name, safe='')}"
         return render_options_form([i.choice for i in images], limits, defaults,
                                    quota_lines=await self.quota_lines(account, quota, projects),
-                                   gpus=gpus, gpus_age_seconds=age)
+                                   gpus=gpus, gpus_age_seconds=age, estimate_url=estimate)
 
     def gpu_inventory(self) -> dict | None:
         """The cluster's GPUs by partition and type from the view's last nodes snapshot (no SLURM
@@ -302,14 +306,19 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         """parse: the user's options, for this user's account, role and images (400 naming the field)."""
         self.steps = SpawnSteps()  # the spawn is requested now
         self._route_added = asyncio.Event()
+        prepared = await self.parse_request(user_options)
+        self.steps.mark("options parsed")
+        return prepared
+
+    async def parse_request(self, user_options) -> PreparedSpawn:
+        """The user's options checked for this user's account, role, images, quota and the cluster's
+        GPUs: a spawn's (prepare) and an estimate's (expected_start) one way."""
         account = await self.job_account()
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
         quota = await self.user_quota(account, options.get("project"))
-        prepared = self._parsed(account, images, options, self.spawn_limits(images, quota.limits, quota.projects, self.gpu_inventory()),
-                                quota)
-        self.steps.mark("options parsed")
-        return prepared
+        return self._parsed(account, images, options,
+                            self.spawn_limits(images, quota.limits, quota.projects, self.gpu_inventory()), quota)
 
     def _parsed(self, account: JobAccount, images, options: dict, limits: SpawnLimits,
                 quota: UserQuota) -> PreparedSpawn:
@@ -576,3 +585,4 @@ async def apply_carme_options(spawner: CarmeSpawner, user_options) -> None:
 # as the spawner class is loaded by JupyterHub's config
 port_callback.install()
 hub_api.install()
+hub_api.replace_api_handler(expected_start.PATH, expected_start.ExpectedStartHandler)

@@ -1,4 +1,4 @@
-"""Issue 19, acceptance 2: with 3 of carme-n1's 4 a100 taken by jobs started here, the spawn form
+"""Issue 19, acceptance 2 (and the form's start estimate): with 3 of carme-n1's 4 a100 taken by jobs started here, the spawn form
 shows "carme-n1 1 free" for that type within one view interval, read from the hub's one view:
 10 reloads of the form make no sinfo or scontrol call of their own. Screenshot in test-artifacts/."""
 
@@ -29,6 +29,10 @@ def hub(cluster):
 def test_the_form_shows_the_free_gpus_of_each_type_from_the_one_view(hub, page):
     hub.ensure_user("alice")
     login(page, hub, "alice", r".*/hub/spawn.*")
+    # the page asks SLURM (sbatch --test-only as alice) when the request would start: now, on an idle cluster
+    page.wait_for_function(
+        "document.querySelector('#carme-estimate .carme-estimate-text').textContent.includes('starts now')",
+        timeout=30_000)
     blocker = subprocess.run(
         ["sbatch", "--parsable", "-J", "carme-gpuform-blocker", "-p", "batch", "-w", "carme-n1",
          "--gres=gpu:a100:3", "-t", "10", "-o", "/dev/null", "--wrap", "sleep 600"],

@@ -121,3 +121,17 @@ def test_the_gpu_types_of_the_cluster_are_offered_with_what_is_free_and_how_old_
     without = render_options_form(IMAGES, LIMITS, FormDefaults(image="torch"))  # no snapshot yet
     assert 'id="carme-gpus-free"' not in without
     assert [o["value"] for o in parsed(without).options if o["_select"] == "gpu_type"] == [""]
+
+
+def test_the_form_asks_the_hub_for_the_start_estimate_only_where_there_is_an_endpoint():
+    url = "/hub/api/carme/expected-start/users/alice"
+    text = render_options_form(IMAGES, LIMITS, FormDefaults(image="torch"), estimate_url=url)
+    assert f'id="carme-estimate" role="status" aria-live="polite" data-url="{url}"' in text
+    assert "Start: asking SLURM" in text
+    assert 'id="carme-estimate"' not in render_options_form(IMAGES, LIMITS, FormDefaults(image="torch"))
+
+
+def test_an_image_that_needs_a_gpu_is_preselected_with_one():
+    defaults = defaults_from_last_choice({"image": "torch"}, LIMITS, IMAGES)
+    assert (defaults.image, defaults.gpus) == ("torch", 1)
+    assert defaults_from_last_choice({"image": "base"}, LIMITS, IMAGES).gpus == 0

@@ -175,3 +175,13 @@ def test_delay_wakes_the_watch_when_the_warning_falls_due():
     for _ in range(4):
         watch._record_failure("down")
     assert watch._delay() <= 7.5  # backoff alone would wait 40 s
+
+
+async def test_a_pending_job_s_place_among_carme_s_pending_jobs_of_its_partition():
+    view_ = SlurmView(job_name_prefix="carme-")
+    waiting = [job(str(i), name=f"carme-u{i}", comment=f"carme:u{i}/", state="PENDING", partition=p, submit_time=t)
+               for i, p, t in ((11, "batch", 30), (12, "batch", 10), (13, "interactive", 5), (14, "batch", 20))]
+    view_.jobs.items = {j.job_id: j for j in [*waiting, job("15", name="other", state="PENDING", partition="batch")]}
+    assert view_.pending_position(waiting[0]) == (3, 3)  # submitted last of the three in batch
+    assert view_.pending_position(waiting[1]) == (1, 3)
+    assert view_.pending_position(waiting[2]) == (1, 1)

@@ -34,6 +34,9 @@ class SlowView:
         await asyncio.sleep(max(0.0, self.news_at - asyncio.get_running_loop().time()))
         return True
 
+    def pending_position(self, job):
+        return (2, 3)  # second of three Carme jobs waiting in the partition
+
 
 def follower(view, events):
     return JobFollower(view, "7", 50.0, lambda message, percent: events.append((percent, message)), [],
@@ -119,3 +122,12 @@ class EndedView(RunningView):
 async def test_a_job_that_ends_before_answering_fails_the_wait_with_slurm_s_words():
     with pytest.raises(JobEnded, match="7"):
         await follower(EndedView(), []).until_http("http://127.0.0.1:9/user/a/api", timeout=10)
+
+
+async def test_a_waiting_job_says_where_it_stands_among_carme_s_waiting_jobs():
+    reported = asyncio.Event()
+    reported.set()
+    events = []
+    await follower(SlowView(), events).until_running_with_port(reported)
+    assert events[0][1] == "Job 7 is queued in partition interactive: waiting for the scheduler's next pass; " \
+        "number 2 of 3 Carme jobs waiting there.", events
