@@ -28,6 +28,7 @@ from tornado import web
 from carme_slurm import SlurmCommandError, command_env, run_command
 
 from .options import options_from_form_data
+from .progress import format_time
 
 PATH = r"/api/carme/expected-start/users/([^/]+)(?:/servers/([^/]*))?"
 _TEST_ONLY = re.compile(
@@ -58,10 +59,8 @@ def describe(estimate: Estimate, now: float) -> dict:
     """The answer the form shows: starts now, or the expected start and how long until then."""
     wait = max(0.0, estimate.start - now)
     starts_now = wait <= NOW_SLACK_SECONDS
-    at = datetime.fromtimestamp(estimate.start).strftime("%H:%M")
-    minutes = round(wait / 60)
-    words = "starts now" if starts_now else (
-        f"expected start ~{at} (in {minutes} min)" if minutes < 120 else f"expected start ~{at} (in {minutes // 60} h)")
+    # the same words as a waiting spawn's "SLURM expects it to start at ..." (with the date when not today)
+    words = "starts now" if starts_now else f"expected start ~{format_time(round(estimate.start), now)}"
     return {"available": True, "starts_now": starts_now, "start": estimate.start, "wait_seconds": round(wait),
             "partition": estimate.partition, "nodes": estimate.nodes, "message": words}
 

@@ -26,7 +26,8 @@ def test_soon_is_now_and_later_is_a_time_and_a_wait():
     assert describe(e, e.start - 30)["message"] == "starts now" and describe(e, e.start - 30)["starts_now"]
     later = describe(e, e.start - 35 * 60)
     assert later["message"] == "expected start ~04:44 (in 35 min)" and not later["starts_now"]
-    assert describe(e, e.start - 5 * 3600)["message"] == "expected start ~04:44 (in 5 h)"
+    assert describe(e, e.start - 5 * 3600)["message"] == "expected start ~04:44 (in 5.0 h)"  # as format_time says
+    assert describe(e, e.start - 2 * 86400)["message"] == "expected start ~2026-12-02 04:44 (in 48.0 h)"
     assert unavailable("slurmctld timed out") == {"available": False,
                                                   "message": "estimate unavailable: slurmctld timed out"}
 
