@@ -173,17 +173,23 @@ def apply_services(settings: dict) -> None:
     common = dict(
         admin_users=tuple(sorted(admins)),
         power_groups=tuple(CarmeRoles(config=c).power_groups),
-        quota={k: v for k, v in c.CarmeQuota.items()},
         state_dir=str(carme.get("state_dir", "/var/lib/carme")),
         environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
     )
-    if enabled:
-        apply_wiring(platform_wiring(ServiceSettings(key="carme", values={}, **common)))
-    for key in enabled:
+
+    def wiring(key: str) -> dict:  # pure: from the hub's settings as they stand (CarmeQuota included)
         try:
-            apply_wiring(services[key].load()(ServiceSettings(key=key, values=carme[key], **common)))
+            return services[key].load()(ServiceSettings(key=key, values=carme[key], quota=dict(c.CarmeQuota.items()),
+                                                        **common))
         except ValueError as e:
             raise SystemExit(f"{settings['_source']}: {e}") from None
+
+    if enabled:
+        apply_wiring(platform_wiring(ServiceSettings(key="carme", values={}, **common)))
+    for key in enabled:  # first what services set in the hub's classes (CarmeQuota.db_url), which others read
+        apply_wiring({"config": wiring(key).get("config", {})})
+    for key in enabled:
+        apply_wiring(wiring(key))
 
 
 settings = load_settings()

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from carme_core.db import ServiceDatabase
+from carme_core.db import ServiceDatabase, UTCDateTime
 
 from .limits import LIMIT_FIELDS, LimitError, Limits, ProjectTemplate, check_limit
 
@@ -57,26 +57,6 @@ def database(url: str) -> ServiceDatabase:
 
 
 # --- the tables ----------------------------------------------------------------------------------
-
-class UTCDateTime(sa.types.TypeDecorator):
-    """A timezone-aware UTC datetime on every backend (SQLite keeps no zone: UTC in, UTC out)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("a naive datetime: the quota store keeps timezone-aware UTC times")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention={

@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .hostlist import split_outside
+
 __all__ = ["GresCount", "parse_count", "parse_gres", "parse_tres"]
 
 _EMPTY = {"", "(null)", "n/a", "none"}
@@ -70,21 +72,7 @@ def _is_count(text: str | None) -> bool:
 
 def _split_outside_parens(text: str) -> list[str]:
     """Split on commas that are not inside (...); unbalanced parentheses raise."""
-    pieces, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"unbalanced ')' in GRES string {text!r}")
-        elif ch == "," and depth == 0:
-            pieces.append(text[start:i])
-            start = i + 1
-    if depth:
-        raise ValueError(f"unbalanced '(' in GRES string {text!r}")
-    pieces.append(text[start:])
-    return pieces
+    return split_outside(text, "(", ")", "GRES string")
 
 
 def _parse_piece(piece: str) -> GresCount:

@@ -66,6 +66,17 @@ class SlurmReservation:
     def active(self) -> bool:
         return self.state == "ACTIVE"
 
+    def admits(self, user: str) -> bool | None:
+        """May `user` run jobs in it, as far as its Users field tells: True when it names them (or
+        excludes others only), False when it surely refuses them (not named, or named with "-"),
+        None when it names no users (accounts or groups decide, which SLURM checks)."""
+        if not self.users:
+            return None
+        excluded = {u[1:] for u in self.users if u.startswith("-")}
+        if excluded:
+            return user not in excluded
+        return user in self.users
+
     def to_dict(self) -> dict:
         return {
             "name": self.name, "state": self.state, "start_time": self.start_time, "end_time": self.end_time,

@@ -10,11 +10,12 @@ import pytest
 
 from carme_services.catalog import CatalogService
 from carme_services.reconcile import ReconcileService
+from carme_services.reservations.service import ReservationService
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("cls", [ReconcileService, CatalogService], ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", [ReconcileService, CatalogService, ReservationService], ids=lambda c: c.name)
 def test_help_all_lists_every_setting_with_its_help(cls):
     out = subprocess.run([sys.executable, "-m", cls.__module__, "--help-all"], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True).stdout

@@ -80,6 +80,7 @@ carme:
   state_dir: {state}
   reconcile: {{policy: cancel, interval: 60, grace: 30, url: "http://127.0.0.1:10201"}}
   catalog: {{user_dir: {state}/catalog-user, url: "http://127.0.0.1:10202", user_image_prefixes: [/opt/images/]}}
+  reservations: {{url: "http://127.0.0.1:10204", approval_roles: [user]}}
   quota: {{url: "http://127.0.0.1:10203"}}
 Authenticator:
   admin_users: [admin]
@@ -95,10 +96,10 @@ def test_every_service_declares_its_own_wiring(monkeypatch, tmp_path):
     from importlib.metadata import entry_points
 
     installed = {ep.name for ep in entry_points(group="carme.services")}
-    assert installed == {"reconcile", "catalog", "quota"}
+    assert installed == {"reconcile", "catalog", "quota", "reservations"}
     c = load(monkeypatch, tmp_path, EVERY_SERVICE.format(state=tmp_path / "state"))
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert set(services) == {"carme-reconcile", "carme-catalog", "carme-quota"}
+    assert set(services) == {"carme-reconcile", "carme-catalog", "carme-quota", "carme-reservations"}
 
     reconcile = services["carme-reconcile"]
     assert reconcile["url"] == "http://127.0.0.1:10201" and reconcile["display"] is False
@@ -116,12 +117,20 @@ def test_every_service_declares_its_own_wiring(monkeypatch, tmp_path):
     quota = json.loads(services["carme-quota"]["environment"]["CARME_SERVICE_CONFIG"])
     store = f"sqlite:///{tmp_path / 'state'}/carme-quota.sqlite"  # the default: in the hub's state_dir
     assert quota["QuotaService"] == {"url": "http://127.0.0.1:10203", "db_url": store}
-    assert quota["CarmeQuota"] == {"account": "lab", "role_limits": {"user": {"max_servers": 1}}}  # the hub's policy
+    assert quota["CarmeQuota"] == {"account": "lab", "role_limits": {"user": {"max_servers": 1}},  # the hub's policy
+                                   "db_url": store}
     assert c.CarmeQuota.db_url == store  # the hub's admission reads the same store
+    # a service listed before quota reads the same store: the services' hub settings come first
+    reservations = json.loads(services["carme-reservations"]["environment"]["CARME_SERVICE_CONFIG"])
+    assert reservations["CarmeQuota"]["db_url"] == store
+    assert reservations["ReservationService"] == {"url": "http://127.0.0.1:10204", "approval_roles": ["user"],
+                                                  "db_url": f"sqlite:///{tmp_path / 'state'}/carme-reservations.sqlite"}
 
     scopes = set(c.JupyterHub.custom_scopes)
     assert scopes == {"custom:carme-reconcile:read", "custom:carme-catalog:write", "custom:carme-slurm:read",
-                      "custom:carme-metrics:read", "custom:carme-quota:read", "custom:carme-quota:admin"}
+                      "custom:carme-metrics:read", "custom:carme-quota:read", "custom:carme-quota:admin",
+                      "custom:carme-reservations:read", "custom:carme-reservations:book",
+                      "custom:carme-reservations:admin"}
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["carme-reconcile"]["services"] == ["carme-reconcile"]
     assert "custom:carme-slurm:read" in roles["carme-reconcile"]["scopes"]  # it reads the hub's SLURM view
@@ -130,6 +139,7 @@ def test_every_service_declares_its_own_wiring(monkeypatch, tmp_path):
     assert roles["carme-slurm-readers"]["scopes"] == ["custom:carme-slurm:read"]
     assert "access:services!service=carme-catalog" in roles["user"]["scopes"]
     assert "custom:carme-quota:read!user" in roles["user"]["scopes"]  # everyone reads their own quota
+    assert "custom:carme-reservations:book!user" in roles["user"]["scopes"]  # and books for themselves
 
 
 @pytest.mark.parametrize(
