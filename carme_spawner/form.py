@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jinja2
 
 from container_catalog import owner_label
 
 from .options import SpawnLimits, format_duration, route_partition
+from .reservation_choice import ReservationChoice
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -51,10 +52,12 @@ class FormDefaults:
     gpu_type: str = ""  # "" = any type
 
 
-def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimits, images: list[ImageChoice]) -> FormDefaults:
+def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimits, images: list[ImageChoice],
+                              reservations: Sequence[ReservationChoice] = ()) -> FormDefaults:
     """The user's previous options (JupyterHub keeps them) where still valid, else the site defaults.
     Without a valid last choice or default image, the first site image is preselected, never a
-    user-defined one (the user picks that themselves)."""
+    user-defined one (the user picks that themselves). A reservation of the user's that is active
+    now is preselected; else the last one, if it is still offered."""
     last = last or {}
     ids = {i.id for i in images}
     image = last.get("image") if last.get("image") in ids else (limits.default_image if limits.default_image in ids else "")
@@ -67,7 +70,9 @@ def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimit
     runtime = str(last.get("runtime") or "") or _clock(limits.default_runtime_minutes)
     partitions = {p.name for p in limits.partitions}
     partition = last.get("partition") if last.get("partition") in partitions else ""
-    reservation = str(last.get("reservation") or "")[:64]
+    offered = [r.name for r in reservations]
+    active = next((r.name for r in reservations if r.active), "")
+    reservation = active or (last.get("reservation") if last.get("reservation") in offered else "")
     known_types = {t for types in limits.gpu_capacity.values() for t in types if t}
     gpu_type = last.get("gpu_type") if last.get("gpu_type") in known_types else ""
     return FormDefaults(image=image, gpus=gpus, runtime=runtime[:16], partition=partition, reservation=reservation,
@@ -83,6 +88,9 @@ def render_options_form(
     gpus: Mapping[str, Mapping[str, Any]] | None = None,
     gpus_age_seconds: float | None = None,
     estimate_url: str = "",
+    reservations: Sequence[ReservationChoice] = (),
+    now: float = 0.0,
+    booking_url: str = "",
 ) -> str:
     """The form; `gpus`: gpu_inventory of the hub's view ({partition: {type: TypeCount}}), shown with
     its age, and the GPU type choice built from it (None: no snapshot yet, any type only)."""
@@ -116,6 +124,8 @@ def render_options_form(
         gpus_age=_age_words(gpus_age_seconds),
         image_types_json=json.dumps(dict(limits.image_gpu_types)),
         estimate_url=estimate_url,
+        reservations=[(r.name, r.words(now), r.active) for r in reservations],
+        booking_url=booking_url,
     )
 
 

@@ -75,6 +75,9 @@ class SpawnLimits:
     gpu_capacity: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     #: image id -> the GPU types it may run on (from the catalog); missing or (): any type
     image_gpu_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: reservation name -> why SLURM would refuse this user's job in it (another user's), from the
+    #: hub's view; a reservation missing here is left to SLURM
+    refused_reservations: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         # freeze the containers too, so nothing changes after validation
@@ -86,6 +89,7 @@ class SpawnLimits:
             {p: MappingProxyType(dict(types)) for p, types in self.gpu_capacity.items()}))
         object.__setattr__(self, "image_gpu_types", MappingProxyType(
             {i: tuple(types) for i, types in self.image_gpu_types.items()}))
+        object.__setattr__(self, "refused_reservations", MappingProxyType(dict(self.refused_reservations)))
 
     def partition(self, name: str) -> PartitionPolicy | None:
         """The policy of the partition called `name`, if there is one."""
@@ -140,6 +144,8 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
         partition, reason = route_partition(gpus, runtime, limits)
     _check_partition_limits(gpus, runtime, partition)
     reservation = _parse_reservation(given.get("reservation"))
+    if reservation in limits.refused_reservations:
+        raise OptionsError("reservation", limits.refused_reservations[reservation])
     _check_image_gpus(image_id, gpus, limits)
     gpu_type = _check_gpu_type(_parse_gpu_type(given.get("gpu_type")), gpus, partition.name, image_id, limits)
     project = _parse_project(given.get("project"), limits)

@@ -156,6 +156,12 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         help="Seconds the form's start estimate (sbatch --test-only as the user) may take before it says "
         "the estimate is unavailable.",
     )
+    booking_url = Unicode(
+        "", config=True,
+        help="Where users book GPUs ahead (the carme-reservations service's page, below the hub's base URL, "
+        "e.g. services/carme-reservations/); the form links to it next to the reservation choice. Set by "
+        "that service's wiring; empty: no link.",
+    )
     estimate_cache_seconds = Float(
         30.0, config=True,
         help="Seconds one estimate is kept per user and distinct request (the form asks as fields change).",
@@ -189,9 +195,10 @@ class CarmeSpawnerSettings(LoggingConfigurable):
 
     def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None,
                      projects: tuple[str, ...] = (), gpus: Mapping[str, Mapping[str, TypeCount]] | None = None,
-                     ) -> SpawnLimits:
+                     refused_reservations: Mapping[str, str] | None = None) -> SpawnLimits:
         """The form's and the options' limits: the site's, lowered to the user's quota where it is lower;
-        the GPU types from `gpus` (gpu_inventory of the hub's view; None: not known)."""
+        the GPU types from `gpus` (gpu_inventory of the hub's view; None: not known); the
+        reservations SLURM would refuse this user (from the view)."""
         quota = quota or Limits()
         max_gpus = min(self.max_gpus, quota.gpus_per_job if quota.gpus_per_job is not None else self.max_gpus)
         max_runtime = max(1, min(self.max_runtime_minutes, quota.max_runtime_minutes or self.max_runtime_minutes))
@@ -215,6 +222,7 @@ class CarmeSpawnerSettings(LoggingConfigurable):
                 projects=projects,
                 gpu_capacity={p: {t: c.most_on_a_node for t, c in types.items()} for p, types in (gpus or {}).items()},
                 image_gpu_types={i.choice.id: self.image_gpu_types(i.choice, gpus or {}) for i in images},
+                refused_reservations=refused_reservations or {},
             )
         )
 

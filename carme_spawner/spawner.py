@@ -15,9 +15,8 @@ import asyncio
 import contextlib
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import quote
 
 from batchspawner import SlurmSpawner
@@ -31,6 +30,7 @@ from carme_quota.budget import budget_warning, runtime_that_fits
 from carme_quota.explain import form_lines
 from carme_quota.limits import Limits, ProjectTemplate, effective_limits
 from carme_quota.settings import CarmeQuota
+from carme_quota.stored import stored_quota
 from carme_slurm import (
     SlurmCommandError,
     SlurmView,
@@ -47,7 +47,7 @@ from container_catalog import UserEntryRules
 
 from . import expected_start, port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
-from .admission import HUB_ADMISSION, stored_quota
+from .admission import HUB_ADMISSION
 from .batch_script import JobSite, render_batch_script
 from .form import defaults_from_last_choice, render_options_form
 from .images import (
@@ -57,6 +57,8 @@ from .images import (
     shared_catalog,
 )
 from .job_follow import JobEnded, JobFollower
+from .prepared import PreparedSpawn, UserQuota
+from .reservation_choice import minutes_left, refused_reservations, reservation_choices
 from .options import (
     OptionsError,
     SpawnLimits,
@@ -202,15 +204,22 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         images = await self.image_choices(account)
         quota, projects, _ = await self.user_quota(account)
         gpus = self.gpu_inventory()
-        limits = self.spawn_limits(images, quota, projects, gpus)
-        defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images])
+        limits = self.spawn_limits(images, quota, projects, gpus, refused_reservations(self.reservations(), self.user.name))
+        reservations = reservation_choices(self.reservations(), self.user.name, time.time())
+        defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images], reservations)
         age = time.time() - self.view.nodes.snapshot_started if gpus is not None else None
         estimate = f"{self.hub.base_url}api/carme/expected-start/users/{quote(self.user.name, safe='')}"
         if self.name:
             estimate += f"/servers/{quote(self.name, safe='')}"
         return render_options_form([i.choice for i in images], limits, defaults,
                                    quota_lines=await self.quota_lines(account, quota, projects),
-                                   gpus=gpus, gpus_age_seconds=age, estimate_url=estimate)
+                                   gpus=gpus, gpus_age_seconds=age, estimate_url=estimate,
+                                   reservations=reservations, now=time.time(),
+                                   booking_url=self.booking_url and self.hub.base_url.rsplit("hub/", 1)[0] + self.booking_url)
+
+    def reservations(self) -> list:
+        """SLURM's reservations in the view's last snapshot (no SLURM call)."""
+        return list(self.view.reservations.items.values())
 
     def gpu_inventory(self) -> dict | None:
         """The cluster's GPUs by partition and type from the view's last nodes snapshot (no SLURM
@@ -317,8 +326,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         images = await self.image_choices(account)
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
         quota = await self.user_quota(account, options.get("project"))
-        return self._parsed(account, images, options,
-                            self.spawn_limits(images, quota.limits, quota.projects, self.gpu_inventory()), quota)
+        limits = self.spawn_limits(images, quota.limits, quota.projects, self.gpu_inventory(),
+                                   refused_reservations(self.reservations(), account.username))
+        return self._parsed(account, images, options, limits, quota)
 
     def _parsed(self, account: JobAccount, images, options: dict, limits: SpawnLimits,
                 quota: UserQuota) -> PreparedSpawn:
@@ -334,6 +344,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         with CarmeQuota.budget_policy "shorten", a request over the GPU-hours left comes back shortened.
 
         Runs inside the user's admission slot (see `_start`), on the hub's SLURM view only."""
+        prepared = self.fit_reservation(prepared)
         account, request, quota = prepared.account, prepared.request, self.quota
         association = request.project or quota.account or self._only_account(account.username)
         usage = HUB_ADMISSION.usage(self.view, account.username, association, self.view.job_name_prefix,
@@ -359,6 +370,22 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
                                  quota.usage_reset_period)
         if warning:
             self._emit(warning, 5)
+        return prepared
+
+    def fit_reservation(self, prepared: PreparedSpawn) -> PreparedSpawn:
+        """SLURM ends a job when its reservation ends: a longer runtime is shortened to fit, and said."""
+        name = prepared.request.reservation
+        reservation = self.view.reservations.items.get(name) if name else None
+        left = minutes_left(reservation, time.time()) if reservation else None
+        if left is None or prepared.request.runtime_minutes <= left:
+            return prepared
+        if left < 1:
+            raise SpawnFailed(f"Reservation {name} ends at {progress.format_time(reservation.end_time)}: "
+                              "no time is left in it for a server", 400)
+        prepared = self._parsed(prepared.account, prepared.images, {**prepared.options, "runtime": left},
+                                prepared.limits, prepared.quota)
+        self._emit(f"Runtime shortened to {format_duration(left)}: reservation {name} ends at "
+                   f"{progress.format_time(reservation.end_time)}.", 5)
         return prepared
 
     def project_refusal(self, request: SpawnRequest, usage: Usage, template: ProjectTemplate | None) -> Refusal | None:
@@ -553,27 +580,6 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             return
         if not await self.follower(job_id).until_gone(30):
             self.log.warning("Job %s of %s did not end within 30 s of scancel", job_id, self._log_name)
-
-
-@dataclass(frozen=True)
-class PreparedSpawn:
-    """A parsed spawn: who it runs as, what it asks for, and the image's site settings."""
-
-    account: JobAccount
-    request: SpawnRequest
-    image: CatalogImage
-    options: dict  # the options it was parsed from (a budget may shorten their runtime)
-    images: tuple[CatalogImage, ...]
-    limits: SpawnLimits
-    quota: UserQuota
-
-
-class UserQuota(NamedTuple):
-    """A user's quota for one spawn, from the role's defaults and one read of the quota store."""
-
-    limits: Limits  # effective
-    projects: tuple[str, ...]  # the projects the user may choose
-    template: ProjectTemplate | None  # of the project asked for, if the user is a member
 
 
 async def apply_carme_options(spawner: CarmeSpawner, user_options) -> None:

@@ -14,6 +14,7 @@ from traitlets import Bool, Dict, Float, List, Unicode, default, validate
 from carme_core.roles import ADMIN, POWER, ROLES, USER
 from carme_quota.limits import effective_limits
 from carme_quota.settings import CarmeQuota
+from carme_quota.stored import stored_quota
 from carme_slurm import SlurmCommandError, command_env, run_command
 from carme_slurm.reservation_argv import (
     RESERVATION_NAME,
@@ -174,12 +175,7 @@ class ReservationService(CarmeService):
         """Booked GPU-hours still to come, the period's use and this booking against the user's budget."""
         if not self.count_against_quota:
             return None
-        override = None
-        if self.quota.db_url:
-            from carme_quota.store import QuotaStore
-            from carme_quota.store import database as quota_database
-
-            override = await asyncio.to_thread(QuotaStore(quota_database(self.quota.db_url)).override, user)
+        override = (await stored_quota(self.quota.db_url, user, None, self.log)).override
         budget = effective_limits(self.quota.role_default(role), None, override).gpu_hours
         if budget is None:
             return None
@@ -359,12 +355,14 @@ def hub_service(settings: ServiceSettings) -> dict:
             ADMIN_SCOPE: {"description": "Approve, deny, edit and cancel every GPU booking; sync with SLURM."},
         },
         "roles": [
-            own_role(NAME, [], "carme-reservations reads the SLURM view (nodes, reservations, jobs, usage)."),
+            own_role(NAME, ["read:users"], "carme-reservations reads users' roles and the SLURM view (nodes, reservations, "
+                     "jobs, usage)."),
             admins_role(f"{NAME}-admins", settings, [ADMIN_SCOPE, READ_SCOPE, BOOK_SCOPE],
                         "The hub's admins decide, edit and cancel every booking."),
         ],
         "user_scopes": [f"{READ_SCOPE}!user", f"{BOOK_SCOPE}!user", f"access:services!service={NAME}"],
-        "config": {},
+        # the spawn form links to the booking page
+        "config": {"CarmeSpawner": {"booking_url": f"services/{NAME}/"}},
     }
 
 

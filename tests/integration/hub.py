@@ -116,6 +116,8 @@ class Hub:
             # shared: each test hub puts its own policy into SLURM at start, over what other hubs wrote
             "CARME__carme__quota": json.dumps({"url": f"http://127.0.0.1:{self.public_port + 4}",
                                                "overwrite_drift": True}),
+            # bookings only where a test asks for them (their own port then: public + 5)
+            "CARME__carme__reservations": "false",
         }
         env.update(self.extra_env)
         return env

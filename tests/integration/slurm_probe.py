@@ -49,3 +49,23 @@ def carme_jobs(prefix: str) -> list[str]:
     """Ids of the queued jobs whose name starts with `prefix`."""
     r = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=True)
     return [line.split()[0] for line in r.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(prefix)]
+
+
+def reservation(name: str) -> dict[str, str]:
+    """`scontrol -o show reservation NAME` as a dict ({} when SLURM has no such reservation)."""
+    r = subprocess.run(["scontrol", "-o", "show", "reservation", name], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.startswith("ReservationName="):
+        return {}
+    return dict(token.partition("=")[::2] for token in r.stdout.split() if "=" in token)
+
+
+def reservations() -> list[str]:
+    """The names of every reservation SLURM has."""
+    r = subprocess.run(["scontrol", "-o", "show", "reservation"], capture_output=True, text=True, check=True)
+    return [line.split()[0].partition("=")[2] for line in r.stdout.splitlines() if line.startswith("ReservationName=")]
+
+
+def delete_reservations(prefix: str) -> None:
+    for name in reservations():
+        if name.startswith(prefix):
+            subprocess.run(["scontrol", "delete", f"ReservationName={name}"], check=False, capture_output=True)

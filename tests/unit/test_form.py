@@ -7,6 +7,7 @@ import dataclasses
 import html.parser
 
 from carme_spawner.form import FormDefaults, ImageChoice, defaults_from_last_choice, render_options_form
+from carme_spawner.reservation_choice import ReservationChoice
 
 from .samples import LIMITS
 
@@ -57,8 +58,10 @@ def test_catalog_text_is_escaped():
 
 def test_last_choice_is_the_default_when_still_valid():
     last = {"image": "torch", "gpus": 2, "runtime": "2:30", "partition": "batch", "reservation": "r1"}
-    d = defaults_from_last_choice(last, LIMITS, IMAGES)
+    offered = [ReservationChoice("r1", 2_000_000_000, 2_000_003_600, False, "carme-n1")]
+    d = defaults_from_last_choice(last, LIMITS, IMAGES, offered)
     assert (d.image, d.gpus, d.runtime, d.partition, d.reservation) == ("torch", 2, "2:30", "batch", "r1")
+    assert defaults_from_last_choice(last, LIMITS, IMAGES).reservation == ""  # r1 is no longer offered
     stale = {"image": "gone", "gpus": 99, "partition": "nope"}
     d = defaults_from_last_choice(stale, LIMITS, IMAGES)
     assert (d.image, d.gpus, d.partition) == (LIMITS.default_image, 0, "")
