@@ -55,6 +55,7 @@ class SlurmJob:
     output_path: str  # %j already replaced
     account: str = ""
     gpus: int = 0  # GPUs allocated (running) or asked for (pending), all types together
+    reservation: str = ""  # the SLURM reservation it runs in ("" none)
 
     def to_dict(self) -> dict:
         """JSON-ready, with the derived flags the view's readers need."""
@@ -189,6 +190,7 @@ def parse_squeue_json(text: str) -> list[SlurmJob]:
                 exit_signal=signal,
                 output_path=str(raw.get("standard_output") or "").replace("%j", job_id),
                 account=str(raw.get("account") or ""),
+                reservation=str(raw.get("resv_name") or ""),
                 gpus=_gpus(raw),
             )
         )

@@ -23,6 +23,7 @@ Carme checks the same before it asks.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["ReservationSpec", "create_reservation_argv", "delete_reservation_argv", "update_reservation_argv"]
@@ -89,10 +90,21 @@ def create_reservation_argv(spec: ReservationSpec) -> list[str]:
             "ReservationName=" + _checked("reservation name", spec.name, RESERVATION_NAME), *_fields(spec)]
 
 
-def update_reservation_argv(spec: ReservationSpec) -> list[str]:
-    """The same fields set on an existing reservation (SLURM keeps the name)."""
-    return ["scontrol", "update",
-            "ReservationName=" + _checked("reservation name", spec.name, RESERVATION_NAME), *_fields(spec)]
+UPDATABLE = ("users", "start", "end", "nodes", "partition", "gpus", "flags")
+
+
+def update_reservation_argv(spec: ReservationSpec, fields: Iterable[str] = UPDATABLE) -> list[str]:
+    """`fields` of `spec` (of UPDATABLE) set on an existing reservation. Leave "start" out for one
+    that has begun: slurmctld refuses to move the start of a started reservation, even to itself."""
+    wanted = set(fields)
+    unknown = wanted - set(UPDATABLE)
+    if unknown:
+        raise ValueError(f"fields: cannot update {', '.join(sorted(unknown))}")
+    keys = {"users": "Users=", "start": "StartTime=", "end": "EndTime=", "nodes": "Nodes=",
+            "partition": "PartitionName=", "gpus": "TRES=", "flags": "Flags="}
+    chosen = [f for f in _fields(spec) if any(f.startswith(keys[w]) for w in wanted)]
+    return ["scontrol", "update", "ReservationName=" + _checked("reservation name", spec.name, RESERVATION_NAME),
+            *chosen]
 
 
 def delete_reservation_argv(name: str) -> list[str]:

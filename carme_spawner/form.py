@@ -56,8 +56,8 @@ def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimit
                               reservations: Sequence[ReservationChoice] = ()) -> FormDefaults:
     """The user's previous options (JupyterHub keeps them) where still valid, else the site defaults.
     Without a valid last choice or default image, the first site image is preselected, never a
-    user-defined one (the user picks that themselves). A reservation of the user's that is active
-    now is preselected; else the last one, if it is still offered."""
+    user-defined one (the user picks that themselves). A reservation active now that names the user
+    is preselected; else the last one, if it is still offered."""
     last = last or {}
     ids = {i.id for i in images}
     image = last.get("image") if last.get("image") in ids else (limits.default_image if limits.default_image in ids else "")
@@ -71,7 +71,7 @@ def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimit
     partitions = {p.name for p in limits.partitions}
     partition = last.get("partition") if last.get("partition") in partitions else ""
     offered = [r.name for r in reservations]
-    active = next((r.name for r in reservations if r.active), "")
+    active = next((r.name for r in reservations if r.active and r.names_user), "")  # surely theirs
     reservation = active or (last.get("reservation") if last.get("reservation") in offered else "")
     known_types = {t for types in limits.gpu_capacity.values() for t in types if t}
     gpu_type = last.get("gpu_type") if last.get("gpu_type") in known_types else ""

@@ -28,6 +28,7 @@ class ReservationChoice:
     end: int
     active: bool
     nodes: str
+    names_user: bool = True  # its Users name the user (else accounts or groups decide: SLURM judges)
 
     def words(self, now: float) -> str:
         if self.active or self.start <= now:
@@ -39,7 +40,8 @@ class ReservationChoice:
 
 
 def reservation_choices(reservations: Iterable[SlurmReservation], user: str, now: float) -> list[ReservationChoice]:
-    chosen = [ReservationChoice(r.name, r.start_time, r.end_time, r.active or r.start_time <= now, r.nodes)
+    chosen = [ReservationChoice(r.name, r.start_time, r.end_time, r.active or r.start_time <= now, r.nodes,
+                                r.admits(user) is True)
               for r in reservations if r.admits(user) is not False and (not r.end_time or r.end_time > now)]
     return sorted(chosen, key=lambda c: (not c.active, c.start, c.name))
 

@@ -204,8 +204,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         images = await self.image_choices(account)
         quota, projects, _ = await self.user_quota(account)
         gpus = self.gpu_inventory()
-        limits = self.spawn_limits(images, quota, projects, gpus, refused_reservations(self.reservations(), self.user.name))
-        reservations = reservation_choices(self.reservations(), self.user.name, time.time())
+        # SLURM knows the job's user by the account it runs as
+        limits = self.spawn_limits(images, quota, projects, gpus, refused_reservations(self.reservations(), account.username))
+        reservations = reservation_choices(self.reservations(), account.username, time.time())
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images], reservations)
         age = time.time() - self.view.nodes.snapshot_started if gpus is not None else None
         estimate = f"{self.hub.base_url}api/carme/expected-start/users/{quote(self.user.name, safe='')}"
@@ -382,8 +383,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         if left < 1:
             raise SpawnFailed(f"Reservation {name} ends at {progress.format_time(reservation.end_time)}: "
                               "no time is left in it for a server", 400)
-        prepared = self._parsed(prepared.account, prepared.images, {**prepared.options, "runtime": left},
-                                prepared.limits, prepared.quota)
+        options = {**prepared.options, "runtime": left, "partition": prepared.request.partition}  # same queue
+        prepared = self._parsed(prepared.account, prepared.images, options, prepared.limits, prepared.quota)
         self._emit(f"Runtime shortened to {format_duration(left)}: reservation {name} ends at "
                    f"{progress.format_time(reservation.end_time)}.", 5)
         return prepared

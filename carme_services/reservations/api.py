@@ -22,6 +22,7 @@ the windows that take the GPUs) or a state that does not allow it.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
@@ -35,7 +36,7 @@ from .booking import BookingError, parse_time
 from .capacity import CapacityConflict, nodes_from_view
 from .ics import calendar
 from .service import ADMIN_SCOPE, BOOK_SCOPE, READ_SCOPE
-from .store import Booking, now_utc
+from .store import OPEN_STATES, Booking, now_utc
 
 DEFAULT_BEFORE = timedelta(days=1)
 DEFAULT_AHEAD = timedelta(days=35)
@@ -43,8 +44,8 @@ MAX_WINDOW = timedelta(days=400)
 
 
 def booking_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 12:
-        raise web.HTTPError(404, f"no booking {text}")
+    if not re.fullmatch(r"[0-9]{1,12}", text):
+        raise web.HTTPError(404, f"no booking {text[:40]}")
     return int(text)
 
 
@@ -91,13 +92,19 @@ class ReservationHandler(CarmeServiceHandler):
     async def owned(self, text: str, scope: str) -> Booking:
         """The booking, if the caller may use `scope` on its owner's bookings (404 otherwise, as for
         a booking that does not exist: others' ids tell nothing)."""
-        booking = await self.service.in_store(self.store.get, booking_id(text))
+        try:
+            booking = await self.service.in_store(self.store.get, booking_id(text))
+        except BookingError:
+            raise web.HTTPError(404, f"no booking {text} of yours") from None
         if not self.may(scope, booking.user):
             raise web.HTTPError(404, f"no booking {text} of yours")
         return booking
 
     def feed_url(self, user: str, token: str) -> str:
-        base = f"{self.request.protocol}://{self.request.host}"
+        """The feed's public address: as the browser reached the hub (the proxy's X-Forwarded-*)."""
+        proto = self.request.headers.get("X-Forwarded-Proto", self.request.protocol).split(",")[0].strip()
+        host = self.request.headers.get("X-Forwarded-Host", self.request.host).split(",")[0].strip()
+        base = f"{proto if proto in ('http', 'https') else 'https'}://{host}"
         return f"{base}{self.service.service_prefix}feed/{quote(user, safe='')}.ics?token={quote(token, safe='')}"
 
     def window(self) -> tuple[datetime, datetime]:
@@ -111,8 +118,10 @@ class ReservationHandler(CarmeServiceHandler):
             raise web.HTTPError(400, f"end: must be after start, at most {MAX_WINDOW.days} days later")
         return start, end
 
-    async def listed(self, start: datetime, end: datetime, mine: bool = False) -> list[dict]:
-        bookings = await self.service.in_store(self.store.bookings, None, self.username if mine else None, (start, end))
+    async def listed(self, start: datetime, end: datetime, mine: bool = False, open_only: bool = False) -> list[dict]:
+        """Bookings overlapping the window: those the caller may read in full, the others' open ones as busy."""
+        bookings = await self.service.in_store(self.store.bookings, OPEN_STATES if open_only else None,
+                                               self.username if mine else None, (start, end))
         shown = []
         for b in bookings:
             if self.may(READ_SCOPE, b.user):

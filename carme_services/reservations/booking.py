@@ -13,6 +13,7 @@ Every refusal is a `BookingError(field, message)`; str() reads "field: message".
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -22,6 +23,7 @@ from carme_slurm.reservation_argv import GPU_TYPE, PARTITION_NAME
 
 FIELDS = ("start", "end", "gpus", "gpu_type", "partition", "timezone", "title")
 TITLE_MAX = 120
+FURTHEST = timedelta(days=731)  # no booking ends further ahead (whatever a role may)
 PAST_GRACE = timedelta(minutes=1)  # a start this much in the past is "now" (the form took a while)
 
 
@@ -89,6 +91,13 @@ def parse_time(field: str, value, zone_name: str = "UTC") -> datetime:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     except ValueError:
         raise BookingError(field, f"{text[:40]!r} is not a date and time like 2027-03-28T14:00 (ISO 8601)") from None
+    try:
+        return _utc(field, moment, zone_name)
+    except OverflowError:
+        raise BookingError(field, f"{text[:40]!r} is out of the range of dates Carme takes") from None
+
+
+def _utc(field: str, moment: datetime, zone_name: str) -> datetime:
     if moment.tzinfo is not None:
         return moment.astimezone(timezone.utc)
     zone = parse_zone(zone_name)
@@ -134,8 +143,10 @@ def parse_booking(body: Mapping, now: datetime, gpu_types: Collection[str], part
         start = max(start, now)
     if end <= now:
         raise BookingError("end", "is in the past")
+    if end - now > FURTHEST:
+        raise BookingError("end", f"is more than {FURTHEST.days} days ahead")
     gpus = body.get("gpus", base.gpus if base else None)
-    if isinstance(gpus, str) and gpus.strip().isdigit():
+    if isinstance(gpus, str) and re.fullmatch(r"[0-9]{1,6}", gpus.strip()):
         gpus = int(gpus)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
         raise BookingError("gpus", "must be a whole number of GPUs, at least 1")

@@ -91,11 +91,14 @@ def nodes_from_view(nodes: Iterable[Mapping]) -> list[NodeGpus]:
     return out
 
 
-def job_holds(jobs: Iterable[Mapping], after: datetime) -> list[Hold]:
-    """Running jobs (the view's "jobs") as holds on their nodes until their end (their time limit)."""
-    holds = []
+def job_holds(jobs: Iterable[Mapping], after: datetime, inside: Iterable[str] = ()) -> list[Hold]:
+    """Running jobs (the view's "jobs") as holds on their nodes until their end (their time limit),
+    but those running in one of the reservations `inside` (a booking's own: its hold covers them)."""
+    holds, skipped = [], set(inside)
     for job in jobs:
         if job.get("state") not in ("RUNNING", "SUSPENDED", "CONFIGURING", "COMPLETING") or not job.get("nodes"):
+            continue
+        if job.get("reservation") and job["reservation"] in skipped:
             continue
         end = utc(job.get("end_time") or 0) if job.get("end_time") else datetime.max.replace(tzinfo=timezone.utc)
         if end <= after:

@@ -16,6 +16,7 @@ from tornado import web
 from .api import ClusterHandler, booking_id
 from .booking import BookingError
 from .capacity import CapacityConflict
+from .service import BOOK_SCOPE, READ_SCOPE
 from .store import OPEN_STATES, now_utc
 
 FORM_FIELDS = ("start", "end", "gpus", "gpu_type", "partition", "title", "timezone")
@@ -37,7 +38,7 @@ class CalendarPage(ClusterHandler):
         now = now_utc()
         monday = week_start(self.get_argument("week", ""), now.date())
         first = datetime.combine(monday, time(), timezone.utc)
-        listed = await self.listed(first - timedelta(days=1), first + timedelta(days=8))
+        listed = await self.listed(first - timedelta(days=1), first + timedelta(days=8), open_only=True)
         mine = [b for b in await self.service.in_store(self.store.bookings, OPEN_STATES, self.username)
                 if b.end > now]
         cluster = await self.cluster_summary()
@@ -54,6 +55,8 @@ class CalendarPage(ClusterHandler):
     @web.authenticated
     async def post(self):
         action = self.get_body_argument("action", "book")
+        self.require(self.may(READ_SCOPE if action == "feed" else BOOK_SCOPE, self.username),
+                     f"this needs {READ_SCOPE if action == 'feed' else BOOK_SCOPE} for yourself")
         try:
             if action == "book":
                 form = {f: self.get_body_argument(f, "").strip() for f in FORM_FIELDS}
@@ -68,7 +71,7 @@ class CalendarPage(ClusterHandler):
                                + (f"SLURM reservation {booking.slurm_name} on {', '.join(booking.nodes)}."
                                   if booking.state == "approved" else "it waits for an admin's approval."))
             elif action == "cancel":
-                booking = await self.owned(self.get_body_argument("booking", ""), "custom:carme-reservations:book")
+                booking = await self.owned(self.get_body_argument("booking", ""), BOOK_SCOPE)
                 await self.service.cancel(booking.id, self.username)
                 await self.get(f"Cancelled booking {booking.id}.")
             elif action == "feed":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from functools import cached_property
@@ -163,12 +164,20 @@ class ReservationService(CarmeService):
         holds = [Hold(b.start, b.end, b.nodes, "a booking", {n: {b.gpu_type: b.gpus} for n in b.nodes[:1]}, b.id)
                  for b in bookings]
         holds += reservation_holds(view["reservations"]["reservations"], skip=mine)
-        holds += job_holds(view["jobs"]["jobs"], request.start)
+        holds += job_holds(view["jobs"]["jobs"], request.start, inside=mine)  # a booking's own jobs are its hold
         return holds
 
-    async def placement(self, view: dict, request: BookingRequest, leave_out: int | None = None) -> tuple[str, ...]:
-        return place(request, nodes_from_view(view["nodes"]["nodes"]), await self.holds(view, request, leave_out),
-                     whole_nodes=not self.reserve_gpus_as_tres)
+    async def placement(self, view: dict, request: BookingRequest, leave_out: int | None = None,
+                        keep: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The nodes for `request`; with `keep` (an active booking's nodes, its servers run there) only those."""
+        nodes = nodes_from_view(view["nodes"]["nodes"])
+        if keep:
+            nodes = [n for n in nodes if n.name in keep]
+        placed = place(request, nodes, await self.holds(view, request, leave_out),
+                       whole_nodes=not self.reserve_gpus_as_tres)
+        if self.reserve_gpus_as_tres and len(placed) > 1:  # GPUs are counted per node: one node per booking
+            raise BookingError("gpus", f"{request.gpus} GPUs do not fit on one node: book them as several bookings")
+        return placed
 
     async def quota_refusal(self, user: str, role: str, request: BookingRequest,
                             leave_out: int | None = None) -> BookingError | None:
@@ -199,7 +208,11 @@ class ReservationService(CarmeService):
                                gpu_type=booking.gpu_type, gpus_as_tres=self.reserve_gpus_as_tres,
                                flags=tuple(self.slurm_flags))
 
-    async def scontrol(self, argv: list[str]) -> None:
+    async def scontrol(self, make_argv) -> None:
+        try:
+            argv = make_argv()
+        except ValueError as e:  # a value SLURM could not take (a user name with '@', say)
+            raise BookingError("user" if str(e).startswith("user") else "booking", str(e)) from None
         self.log.info("running %s", " ".join(argv))
         try:
             await run_command(argv, env=command_env(), timeout=self.scontrol_timeout)
@@ -207,11 +220,18 @@ class ReservationService(CarmeService):
             raise BookingError("start", f"SLURM refused the reservation: {e}", 409) from None
 
     async def into_slurm(self, booking: Booking, actor: str, action: str, **changes) -> Booking:
-        """Create the booking's SLURM reservation and save it approved (its row unchanged if SLURM refuses)."""
+        """Create the booking's SLURM reservation and save it approved. Its name is saved first: if
+        scontrol fails after SLURM made it (a time-out), the sync finds it by name and deletes it."""
         name = slurm_name(self.name_prefix, booking.id, booking.user)
-        await self.scontrol(create_reservation_argv(self.spec(replace(booking, **changes), name)))
+        booking = await self.in_store(self.store.update, booking, actor, "naming", name, slurm_name=name)
+        try:
+            await self.scontrol(lambda: create_reservation_argv(self.spec(replace(booking, **changes), name)))
+        except BookingError:
+            with contextlib.suppress(BookingError):  # SLURM may have made it before failing to say so
+                await self.delete_in_slurm(name)
+            raise
         return await self.in_store(self.store.update, booking, actor, action, f"SLURM reservation {name}",
-                                   slurm_name=name, in_slurm_at=now_utc(), **changes)
+                                   in_slurm_at=now_utc(), **changes)
 
     async def book(self, user: str, role: str, body: dict, actor: str) -> Booking:
         async with self._lock:
@@ -231,8 +251,9 @@ class ReservationService(CarmeService):
             try:
                 return await self.into_slurm(booking, actor, "approved", state="approved", decided_at=now_utc(),
                                              decided_by=actor)
-            except BookingError as e:
-                await self.in_store(self.store.update, booking, actor, "failed", e.message, state="cancelled",
+            except BookingError as e:  # nothing stays booked (the row keeps the name the sync cleans up by)
+                current = await self.in_store(self.store.get, booking.id)
+                await self.in_store(self.store.update, current, actor, "failed", e.message, state="cancelled",
                                     note=e.message)
                 raise
 
@@ -270,26 +291,45 @@ class ReservationService(CarmeService):
                 raise BookingError("booking", f"SLURM did not delete reservation {name}: {e}", 502) from None
 
     async def edit(self, booking_id: int, body: dict, role: str, actor: str) -> Booking:
+        """Change a booking. Only what changed reaches SLURM (`scontrol update`; a started reservation
+        keeps its start and its nodes, where its servers run). For a role that needs approval, a change
+        of window or GPUs sends an approved booking back to pending (its SLURM reservation goes)."""
         async with self._lock:
             booking = await self.in_store(self.store.get, booking_id)
             if booking.state not in OPEN_STATES:
                 raise BookingError("booking", f"booking {booking_id} is {booking.state}: it cannot change", 409)
             view, now = await self.cluster(), now_utc()
             request = parse_booking(body, now, self.gpu_types(view), self.partitions(view), base=booking.request)
+            started = booking.state == "approved" and booking.start <= now
+            if started and request.start != booking.start:
+                raise BookingError("start", "the booking has begun: its start cannot move (end it earlier or cancel it)")
             others = [b for b in await self.in_store(self.store.bookings, OPEN_STATES, booking.user) if b.id != booking.id]
             refusal = rules_refusal(request, self.rules(role), role, len(others), now) or \
                 await self.quota_refusal(booking.user, role, request, leave_out=booking.id)
             if refusal is not None:
                 raise refusal
-            nodes = await self.placement(view, request, leave_out=booking.id)
-            changes = dict(start=request.start, end=request.end, gpus=request.gpus, gpu_type=request.gpu_type,
-                           partition=request.partition, title=request.title, nodes=nodes)
-            if booking.state == "approved" and booking.slurm_name:
-                await self.scontrol(update_reservation_argv(self.spec(replace(booking, **changes), booking.slurm_name)))
+            what = {"start": request.start, "end": request.end, "gpus": request.gpus, "gpu_type": request.gpu_type,
+                    "partition": request.partition}
+            moved = {k for k, v in what.items() if getattr(booking, k) != v}
+            nodes = booking.nodes
+            if moved:
+                nodes = await self.placement(view, request, leave_out=booking.id, keep=booking.nodes if started else ())
+            changes = dict(what, title=request.title, nodes=nodes)
+            detail = f"{request.start.isoformat()} .. {request.end.isoformat()}, {request.gpus} GPUs"
+            if booking.state == "approved" and moved and role in self.approval_roles:
+                if booking.slurm_name:
+                    await self.delete_in_slurm(booking.slurm_name)
+                return await self.in_store(self.store.update, booking, actor, "edited", detail + ": waits for approval",
+                                           state="pending", slurm_name=None, in_slurm_at=None, decided_at=None,
+                                           decided_by=None, note="changed: waits for an admin's approval again",
+                                           **changes)
+            if booking.state == "approved" and booking.slurm_name and (moved or nodes != booking.nodes):
+                new = replace(booking, **changes)
+                fields = {"end", "users"} | ({"start"} if "start" in moved else set()) | (
+                    {"nodes"} if nodes != booking.nodes else set()) | ({"gpus"} if {"gpus", "gpu_type"} & moved else set())
+                await self.scontrol(lambda: update_reservation_argv(self.spec(new, booking.slurm_name), fields))
                 changes["in_slurm_at"] = now_utc()
-            return await self.in_store(self.store.update, booking, actor, "edited",
-                                       f"{request.start.isoformat()} .. {request.end.isoformat()}, {request.gpus} GPUs",
-                                       **changes)
+            return await self.in_store(self.store.update, booking, actor, "edited", detail, **changes)
 
     # ---- the sync with SLURM's reservations -----------------------------------------------------------
 

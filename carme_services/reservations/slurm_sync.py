@@ -10,8 +10,9 @@ its reservation lacks it; without a snapshot nothing is marked gone.
 - approved, its end passed -> ended (SLURM drops an ended reservation itself);
 - approved, SLURM no longer has it -> gone;
 - pending, its end passed without a decision -> ended, with a note;
-- a reservation named like Carme's (`<prefix><id>[-user]`) whose booking is cancelled, denied or
-  gone -> delete it (a cancel whose `scontrol delete` failed);
+- a reservation named like Carme's (`<prefix><id>[-user]`) whose booking is cancelled, denied,
+  gone or pending -> delete it (a cancel whose `scontrol delete` failed, a create that timed out
+  after SLURM made it);
 - one named like Carme's with no booking in the store -> reported to admins, left alone (it may
   belong to another Carme sharing the cluster, or an admin made it by hand).
 """
@@ -76,6 +77,6 @@ def sync_plan(bookings: Iterable[Booking], slurm_names: Iterable[str], snapshot_
         booking = by_id.get(booking_id)
         if booking is None or booking.slurm_name != name:
             unknown.append(name)
-        elif booking.state in ("cancelled", "denied", "gone"):
+        elif booking.state in ("cancelled", "denied", "gone", "pending"):
             delete.append(name)
     return SyncPlan(tuple(ended), tuple(gone), tuple(expired), tuple(delete), tuple(unknown))

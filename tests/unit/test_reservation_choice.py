@@ -73,3 +73,10 @@ def test_minutes_left_in_a_reservation():
     assert minutes_left(RESERVATIONS[1], NOW) == 30
     assert minutes_left(RESERVATIONS[0], NOW) == 48  # from its start
     assert minutes_left(reservation("open", ["a"], NOW, 0), NOW) is None
+
+
+def test_a_reservation_that_names_no_users_is_offered_but_never_preselected():
+    course = reservation("course-now", [], NOW - 60, NOW + 600, "ACTIVE")
+    choices = reservation_choices([course], "alice", NOW)
+    assert [c.name for c in choices] == ["course-now"] and not choices[0].names_user
+    assert defaults_from_last_choice({}, LIMITS, IMAGES, choices).reservation == ""

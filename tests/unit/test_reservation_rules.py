@@ -289,3 +289,28 @@ def test_the_ics_feed_parses_with_icalendar():
     assert str(events[0]["SUMMARY"]) == "thesis; deadline, final: 2 a100 GPUs"
     assert "carme-r1-alice" in str(events[0]["DESCRIPTION"])
     assert str(events[2]["SUMMARY"]).startswith("ü" * 60)
+
+
+def test_an_update_sets_only_the_fields_asked():
+    spec = ReservationSpec("r1", ("alice",), 100, 200, ("carme-n2",))
+    assert update_reservation_argv(spec, {"end", "users"}) == ["scontrol", "update", "ReservationName=r1",
+                                                               "Users=alice", "EndTime=uts200"]
+    with pytest.raises(ValueError, match="fields"):
+        update_reservation_argv(spec, {"name"})
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"gpus": "²"}, "gpus"), ({"end": "9999-12-31T23:30", "timezone": "America/New_York"}, "end"),
+    ({"start": "0001-01-01T00:00+05:00"}, "start"),
+])
+def test_odd_input_is_a_400_not_a_crash(body, field):
+    with pytest.raises(BookingError) as e:
+        book(**body)
+    assert e.value.field == field and e.value.status == 400
+
+
+def test_jobs_inside_a_bookings_own_reservation_are_not_held_twice():
+    running = [{"state": "RUNNING", "nodes": "carme-n2", "start_time": NOW.timestamp(), "end_time": at(8).timestamp(),
+                "gpus": 2, "reservation": "carme-r1-alice"}]
+    assert job_holds(running, at(1), inside={"carme-r1-alice"}) == []
+    assert len(job_holds(running, at(1))) == 1

@@ -124,3 +124,35 @@ async def test_the_sync_marks_gone_only_after_a_later_snapshot_and_reports_stray
     service.hub.snapshot_at = booking.in_slurm_at.timestamp() + 5
     assert (await service.sync())["gone"] == [booking.id]
     assert service.store.get(booking.id).state == "gone"
+
+
+async def test_an_edit_of_a_started_booking_keeps_its_start_and_nodes_and_sends_no_start(service):
+    now = datetime.now(timezone.utc)
+    booking = await service.book("alice", "power", {"start": now.isoformat(), "end": (now + timedelta(hours=1)).isoformat(),
+                                                    "gpus": 2, "gpu_type": "a100"}, "alice")
+    edited = await service.edit(booking.id, {"end": (now + timedelta(hours=2)).isoformat()}, "power", "alice")
+    assert edited.nodes == booking.nodes == ("carme-n2",)
+    update = service.ran[-1]
+    assert update[:3] == ["scontrol", "update", f"ReservationName={booking.slurm_name}"]
+    assert not any(a.startswith("StartTime=") for a in update) and any(a.startswith("EndTime=") for a in update)
+    ran = len(service.ran)
+    await service.edit(booking.id, {"title": "renamed"}, "power", "alice")  # nothing SLURM holds changed
+    assert len(service.ran) == ran
+    with pytest.raises(BookingError) as e:
+        await service.edit(booking.id, {"start": (now + timedelta(minutes=30)).isoformat()}, "power", "alice")
+    assert e.value.field == "start"
+
+
+async def test_a_change_by_a_role_that_needs_approval_waits_for_it_again(service):
+    booking = await service.book("erin", "user", {**window(2), "gpus": 1}, "erin")
+    approved = await service.decide(booking.id, True, "admin")
+    changed = await service.edit(booking.id, {"gpus": 2}, "user", "erin")
+    assert changed.state == "pending" and changed.slurm_name is None
+    assert service.ran[-1] == ["scontrol", "delete", f"ReservationName={approved.slurm_name}"]
+
+
+async def test_a_user_name_slurm_cannot_take_is_a_400_and_nothing_stays_booked(service):
+    with pytest.raises(BookingError) as e:
+        await service.book("a@b", "power", {**window(1), "gpus": 1}, "a@b")
+    assert e.value.status == 400 and e.value.field == "user"
+    assert [b.state for b in service.store.bookings()] == ["cancelled"]
