@@ -8,17 +8,18 @@ the job-name prefix) are the hub's view's: section `SlurmView:`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from traitlets import Dict, Float, Integer, List, Unicode, validate
+from traitlets import Dict, Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from carme_quota.limits import Limits
 from carme_slurm.gpu_inventory import TypeCount, type_memory_gb
 
-from .accounts import DENIED_USERS
+from .accounts import DENIED_USERS, JobAccount
 from .form import ImageChoice
 from .images import CatalogImage
+from .mounts import MountMissing, bind_specs, missing_sources, mounts_for, parse_mounts
 from .options import PartitionPolicy, SpawnLimits, validate_limits
 
 
@@ -111,6 +112,14 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         config=True,
         help="Bind specs for the container (src, src:dst or src:dst:ro); {home} and {username} are replaced.",
     )
+    mounts = List(
+        config=True,
+        help="The site's file systems in every user's container: a list of {source, target, read_only, roles, "
+        "groups, projects, required}, e.g. {source: /beegfs/projects/vision, target: /projects/vision, "
+        "projects: [vision]}. {username} and {home} are filled in; roles, groups (hub groups) and projects "
+        "(quota projects) narrow who gets one; a missing required source fails the spawn naming it. Checked "
+        "at hub start (absolute, no '..', never onto the container's system paths). See carme_spawner.mounts.",
+    )
     job_output = Unicode(
         "{home}/.carme/jobs/carme-%j.log",
         config=True,
@@ -180,6 +189,24 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         help="Seconds a server waits at most for a start slot (then it starts anyway), and holds one at "
         "most until its port opens.",
     )
+
+    @validate("mounts")
+    def _check_mounts(self, proposal):
+        try:
+            parse_mounts(proposal["value"])
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+        return proposal["value"]
+
+    def mount_binds(self, account: JobAccount, groups: Iterable[str], projects: Iterable[str]) -> tuple[str, ...]:
+        """The --bind specs of the mounts `account`'s container gets (its role, hub groups and quota
+        projects decide); MountMissing names a required source that is not there."""
+        mounts = mounts_for(parse_mounts(self.mounts), account.role, groups, projects,
+                            {"username": account.username, "home": account.home})
+        missing = missing_sources(mounts)
+        if missing:
+            raise MountMissing(f"{missing[0]} is not there (a file system your server needs): tell your admins")
+        return bind_specs(mounts)
 
     @validate("start_gate_dir")
     def _check_start_gate_dir(self, proposal):

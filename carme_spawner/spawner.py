@@ -57,6 +57,7 @@ from .images import (
     shared_catalog,
 )
 from .job_follow import JobEnded, JobFollower
+from .mounts import MountMissing
 from .prepared import PreparedSpawn, UserQuota
 from .reservation_choice import minutes_left, refused_reservations, reservation_choices
 from .options import (
@@ -250,7 +251,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         slug = server_slug(self.name)
         return f"{self.view.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
 
-    def job_site(self, account: JobAccount, env_names, image: CatalogImage, project: str | None = None) -> JobSite:
+    def job_site(self, account: JobAccount, env_names, image: CatalogImage, project: str | None = None,
+                 mounts: tuple[str, ...] = ()) -> JobSite:
         fill = {"home": account.home, "username": account.username}
         return JobSite(
             job_name=self.job_name(),
@@ -258,7 +260,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             workdir=account.home,
             output_path=self.job_output.format(**fill),
             container_runtime=self.container_runtime,
-            binds=tuple(b.format(**fill) for b in self.container_binds) + image.binds,
+            binds=tuple(b.format(**fill) for b in self.container_binds) + mounts + image.binds,
             container_env=image.env,
             export_env=tuple(sorted(env_names)),
             launcher=tuple(self.launcher_command),
@@ -411,13 +413,16 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         return accounts.pop() if len(accounts) == 1 else ""
 
     def render(self, prepared: PreparedSpawn, env: dict) -> str:
-        """render: the batch script (pure)."""
+        """render: the batch script (pure, but for the check that the user's mounts are there)."""
         try:
+            binds = self.mount_binds(prepared.account, [g.name for g in self.user.groups], prepared.quota.projects)
             return render_batch_script(
                 prepared.request,
-                self.job_site(prepared.account, env, prepared.image, prepared.request.project),
+                self.job_site(prepared.account, env, prepared.image, prepared.request.project, binds),
                 template_dir=Path(self.batch_template_dir) if self.batch_template_dir else None,
             )
+        except MountMissing as e:  # a container never starts without the user's data
+            raise SpawnFailed(str(e), 503) from None
         except ValueError as e:  # the site's settings, not the user's options (those were parsed)
             raise SpawnFailed(f"Carme is misconfigured, tell your admins: {e}") from None
 

@@ -35,6 +35,10 @@ GPU_TYPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # SLURM gres types:
 MAX_GPU_TYPES = 16
 MAX_GPU_MEMORY_GB = 4096
 BIND_MODES = ("rw", "ro")
+#: the container's own system: nothing is bound onto or below these (an image's libraries, the
+#: runtime's /proc, /sys and /dev would be replaced by the host's or the user's)
+SYSTEM_PATHS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt/conda", "/proc",
+                "/run", "/sbin", "/sys", "/usr", "/var/lib", "/var/run")
 
 MAX_NAME = 80
 MAX_DESCRIPTION = 1000
@@ -269,6 +273,12 @@ def roles(value: Any, field: str = "roles") -> tuple[str, ...]:
     return tuple(role for role in ROLES if role in value)
 
 
+def system_path(path: str) -> str:
+    """The system path `path` is or lies below ("" when none): see SYSTEM_PATHS."""
+    clean = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+    return next((s for s in SYSTEM_PATHS if clean == s or (s != "/" and clean.startswith(s + "/"))), "")
+
+
 def bind(value: Any, field: str) -> tuple[str, str, str]:
     """A bind spec `src[:dst[:ro|rw]]` as (source, target, mode); target defaults to source, mode to rw."""
     if not isinstance(value, str):
@@ -294,6 +304,10 @@ def bind(value: Any, field: str) -> tuple[str, str, str]:
             raise FieldError(field, f"{label} must be {rule}; got {describe(path)}")
         if ".." in path.split("/"):
             raise FieldError(field, f"{label} must not contain '..'; got {describe(path)}")
+    system = system_path(target)
+    if system:
+        raise FieldError(field, f"target must not be {system} or below it (the container's own system); "
+                         f"got {describe(target)}")
     if mode not in BIND_MODES:
         raise FieldError(field, f"mode must be ro or rw; got {describe(mode)}")
     return source, target, mode

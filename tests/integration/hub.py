@@ -18,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from .listeners import free_ports
+
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path("/opt/carme/venv")
 STANDINS = Path("/opt/carme/standins")
@@ -122,7 +124,17 @@ class Hub:
         env.update(self.extra_env)
         return env
 
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every port this hub and its proxy and services listen on (services at public + 2, 4, 5)."""
+        return (self.public_port, self.proxy_api_port, self.hub_port, self.public_port + 2, self.public_port + 4,
+                self.public_port + 5)
+
     def start(self, timeout: float = 60) -> None:
+        stale = free_ports(self.ports)
+        if stale:  # a hub that died before its clean-up left these: they would fail this one
+            with open(self.log_path, "a") as log:
+                log.write(f"carme tests: stopped processes left on this hub's ports: {stale}\n")
         with open(self.log_path, "a") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [str(VENV / "bin" / "jupyterhub"), "-f", str(self.config_file)],
@@ -154,13 +166,10 @@ class Hub:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         if self.proc:
-            # a hub that exited on its own (a failed start: its proxy did not answer in time) leaves its
-            # configurable-http-proxy running in its process group, on this hub's ports: every later
-            # hub on them would fail too
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            # a hub that exited on its own (a failed start: its proxy did not answer in time) or was
+            # killed leaves its configurable-http-proxy and services (each in a session of its own)
+            # on this hub's ports: every later hub on them would fail too
+            free_ports(self.ports)
         self.proc = None
 
     def restart(self) -> None:

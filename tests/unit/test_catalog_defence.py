@@ -40,7 +40,7 @@ def problems_of(data, **kwargs):
 SITE_ONLY = [
     ("env", {"PYTHONPATH": "/home/dave/evil"}),
     ("env", {"OMP_NUM_THREADS": "4"}),  # harmless for a site entry, still not a user's to set
-    ("binds", ["/home/dave/evil:/usr/lib/python3/dist-packages:ro"]),
+    ("binds", ["/home/dave/evil:/home/alice/.local:ro"]),
     ("roles", ["admin"]),
 ]
 

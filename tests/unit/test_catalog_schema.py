@@ -143,6 +143,7 @@ BAD_FIELDS = [
     ("binds[0]", ["/a,/b"], "must not contain a comma"),
     ("binds[0]", ["/a /b"], "whitespace"),
     ("binds[0]", ["/data/../etc"], "must not contain '..'"),
+    ("binds[0]", ["/tools:/usr/lib/tools"], "must not be /usr or below it"),  # issue 20: not onto the system
     ("binds[0]", ["/data:/../x"], "target must not contain '..'"),
     ("binds[0]", ["/da$ta"], "source must be an absolute path"),
     ("binds[0]", [7], "bind spec"),
