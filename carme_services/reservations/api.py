@@ -190,11 +190,8 @@ class ClusterHandler(ReservationHandler):
     async def cluster_summary(self) -> dict:
         document = await self.service.hub_client().slurm("nodes")
         nodes = nodes_from_view(document["nodes"])
-        types: dict[str, int] = {}
-        for n in nodes:
-            for t, count in n.gpus.items():
-                types[t or "gpu"] = types.get(t or "gpu", 0) + count
-        return {"snapshot": document["snapshot"], "gpu_types": dict(sorted(types.items())),
+        return {"snapshot": document["snapshot"],
+                "gpu_types": {t: c["total"] for t, c in sorted(document["gpus"].items())},  # the view counts them
                 "partitions": sorted({p for n in nodes for p in n.partitions}),
                 "nodes": [{"name": n.name, "partitions": list(n.partitions), "gpus": dict(n.gpus), "usable": n.usable,
                            "state": n.state} for n in nodes],

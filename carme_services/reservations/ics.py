@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from .capacity import type_words
 from .store import Booking
 
 PRODID = "-//Carme//carme-reservations//EN"
@@ -42,7 +43,7 @@ def _stamp(moment: datetime) -> str:
 
 
 def booking_summary(booking: Booking) -> str:
-    gpus = f"{booking.gpus} {booking.gpu_type + ' ' if booking.gpu_type else ''}GPU{'' if booking.gpus == 1 else 's'}"
+    gpus = type_words(booking.request)
     what = booking.title or "GPU booking"
     state = "" if booking.state == "approved" else f" ({booking.state})"
     return f"{what}: {gpus}{state}"

@@ -94,8 +94,8 @@ class QueuePage(ClusterHandler):
         self.require(self.is_admin(), "the approval queue is for the hub's admins")
         pending = await self.service.in_store(self.store.bookings, ("pending",))
         now = now_utc()
-        recent = [b for b in await self.service.in_store(self.store.bookings, ("gone",), None,
-                                                         (now - timedelta(days=7), now + timedelta(days=400)))]
+        recent = await self.service.in_store(self.store.bookings, ("gone",), None,
+                                             (now - timedelta(days=7), now + timedelta(days=400)))
         last = self.service.last_sync
         sync_text = (f"last at {datetime.fromtimestamp(last['at'], timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
                      if last.get("at") else "not yet")

@@ -158,11 +158,10 @@ class ReservationService(CarmeService):
     async def holds(self, view: dict, request: BookingRequest, leave_out: int | None = None) -> list[Hold]:
         """What already holds nodes in the request's window: open bookings (but `leave_out`), SLURM's
         reservations that are not an open booking's, running jobs."""
-        window = (request.start, request.end)
-        bookings = [b for b in await self.in_store(self.store.bookings, OPEN_STATES, None, window) if b.id != leave_out]
-        mine = {b.slurm_name for b in await self.in_store(self.store.bookings, OPEN_STATES) if b.slurm_name}
+        open_bookings = await self.in_store(self.store.bookings, OPEN_STATES)
+        mine = {b.slurm_name for b in open_bookings if b.slurm_name}
         holds = [Hold(b.start, b.end, b.nodes, "a booking", {n: {b.gpu_type: b.gpus} for n in b.nodes[:1]}, b.id)
-                 for b in bookings]
+                 for b in open_bookings if b.id != leave_out and b.start < request.end and request.start < b.end]
         holds += reservation_holds(view["reservations"]["reservations"], skip=mine)
         holds += job_holds(view["jobs"]["jobs"], request.start, inside=mine)  # a booking's own jobs are its hold
         return holds
@@ -180,8 +179,9 @@ class ReservationService(CarmeService):
         return placed
 
     async def quota_refusal(self, user: str, role: str, request: BookingRequest,
-                            leave_out: int | None = None) -> BookingError | None:
-        """Booked GPU-hours still to come, the period's use and this booking against the user's budget."""
+                            others: list[Booking]) -> BookingError | None:
+        """Booked GPU-hours still to come (of `others`, the user's other open bookings), the period's use
+        and this booking against the user's budget."""
         if not self.count_against_quota:
             return None
         override = (await stored_quota(self.quota.db_url, user, None, self.log)).override
@@ -192,8 +192,7 @@ class ReservationService(CarmeService):
         used = sum(u["gpu_minutes_used"] + u["gpu_minutes_running"] for u in usage if u["user"] == user
                    and (not self.quota.account or u["account"] == self.quota.account)) / 60
         now = now_utc()
-        booked = sum(b.gpus * max(0.0, (b.end - max(b.start, now)).total_seconds()) / 3600
-                     for b in await self.in_store(self.store.bookings, OPEN_STATES, user) if b.id != leave_out)
+        booked = sum(b.gpus * max(0.0, (b.end - max(b.start, now)).total_seconds()) / 3600 for b in others)
         if used + booked + request.gpu_hours > budget + 1e-9:
             return BookingError("gpus", f"this booking is {request.gpu_hours:g} GPU-hours; with {used:.1f} used this "
                                 f"period and {booked:.1f} booked, it would pass your budget of {budget:g} GPU-hours",
@@ -237,9 +236,9 @@ class ReservationService(CarmeService):
         async with self._lock:
             view, now = await self.cluster(), now_utc()
             request = parse_booking(body, now, self.gpu_types(view), self.partitions(view))
-            open_count = len(await self.in_store(self.store.bookings, OPEN_STATES, user))
-            refusal = rules_refusal(request, self.rules(role), role, open_count, now) or \
-                await self.quota_refusal(user, role, request)
+            others = await self.in_store(self.store.bookings, OPEN_STATES, user)
+            refusal = rules_refusal(request, self.rules(role), role, len(others), now) or \
+                await self.quota_refusal(user, role, request, others)
             if refusal is not None:
                 raise refusal
             nodes = await self.placement(view, request)
@@ -305,7 +304,7 @@ class ReservationService(CarmeService):
                 raise BookingError("start", "the booking has begun: its start cannot move (end it earlier or cancel it)")
             others = [b for b in await self.in_store(self.store.bookings, OPEN_STATES, booking.user) if b.id != booking.id]
             refusal = rules_refusal(request, self.rules(role), role, len(others), now) or \
-                await self.quota_refusal(booking.user, role, request, leave_out=booking.id)
+                await self.quota_refusal(booking.user, role, request, others)
             if refusal is not None:
                 raise refusal
             what = {"start": request.start, "end": request.end, "gpus": request.gpus, "gpu_type": request.gpu_type,
