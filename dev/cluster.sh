@@ -168,7 +168,13 @@ EOF
     done
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE NAME: the file names a live process that is NAME. A machine restored from a
+# snapshot keeps the state dir's pid files, and their pids may belong to other processes by now.
+pid_alive() {
+    local pid
+    [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+        && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+}
 
 mariadb_sql() { mariadb --socket="$STATE/mariadb/run/mysqld.sock" -u root -e "$1"; }
 
@@ -181,7 +187,7 @@ start_mariadb() {
             || { cat "$dir/install.log" >&2; die "mariadb-install-db failed"; }
         log "MariaDB data directory made in $dir/data"
     fi
-    if ! pid_alive "$dir/run/mysqld.pid"; then
+    if ! pid_alive "$dir/run/mysqld.pid" mariadbd; then
         runuser -u mysql -- /usr/sbin/mariadbd --datadir="$dir/data" --socket="$dir/run/mysqld.sock" \
             --pid-file="$dir/run/mysqld.pid" --bind-address=127.0.0.1 --port=$MARIADB_PORT --skip-name-resolve \
             --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 >>"$dir/mariadbd.log" 2>&1 &
@@ -228,7 +234,7 @@ EOF
 
 start_slurmdbd() {
     local i
-    if ! pid_alive "$STATE/run/slurmdbd.pid"; then
+    if ! pid_alive "$STATE/run/slurmdbd.pid" slurmdbd; then
         /usr/sbin/slurmdbd
         log "slurmdbd started"
     fi
@@ -261,7 +267,7 @@ start_munge() {
     mkdir -p /run/munge && chown munge:munge /run/munge && chmod 0755 /run/munge
     [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
     chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
-    if ! pid_alive /run/munge/munged.pid; then
+    if ! pid_alive /run/munge/munged.pid munged; then
         runuser -u munge -- /usr/sbin/munged --force
         log "munged started"
     fi
@@ -269,13 +275,13 @@ start_munge() {
 }
 
 start_slurm() {
-    if ! pid_alive "$STATE/run/slurmctld.pid"; then
+    if ! pid_alive "$STATE/run/slurmctld.pid" slurmctld; then
         /usr/sbin/slurmctld -i
         log "slurmctld started"
     fi
     local node
     for node in "${NODES[@]}"; do
-        if ! pid_alive "$STATE/run/slurmd-$node.pid"; then
+        if ! pid_alive "$STATE/run/slurmd-$node.pid" slurmd; then
             /usr/sbin/slurmd -N "$node"
             log "slurmd $node started"
         fi
@@ -315,20 +321,20 @@ check_gpus() {
 stop_slurm() {
     local node i
     for node in "${NODES[@]}"; do
-        pid_alive "$STATE/run/slurmd-$node.pid" && kill "$(cat "$STATE/run/slurmd-$node.pid")" || true
+        pid_alive "$STATE/run/slurmd-$node.pid" slurmd && kill "$(cat "$STATE/run/slurmd-$node.pid")" || true
     done
-    pid_alive "$STATE/run/slurmctld.pid" && kill "$(cat "$STATE/run/slurmctld.pid")" || true
+    pid_alive "$STATE/run/slurmctld.pid" slurmctld && kill "$(cat "$STATE/run/slurmctld.pid")" || true
     for ((i = 0; i < 40; i++)); do
-        pid_alive "$STATE/run/slurmctld.pid" || pid_alive "$STATE/run/slurmd-${NODES[0]}.pid" \
-            || pid_alive "$STATE/run/slurmd-${NODES[1]}.pid" || break
+        pid_alive "$STATE/run/slurmctld.pid" slurmctld || pid_alive "$STATE/run/slurmd-${NODES[0]}.pid" slurmd \
+            || pid_alive "$STATE/run/slurmd-${NODES[1]}.pid" slurmd || break
         sleep 0.25
     done
 }
 
 stop_all() {
     stop_slurm
-    pid_alive "$STATE/run/slurmdbd.pid" && kill "$(cat "$STATE/run/slurmdbd.pid")" || true
-    pid_alive "$STATE/mariadb/run/mysqld.pid" && kill "$(cat "$STATE/mariadb/run/mysqld.pid")" || true
+    pid_alive "$STATE/run/slurmdbd.pid" slurmdbd && kill "$(cat "$STATE/run/slurmdbd.pid")" || true
+    pid_alive "$STATE/mariadb/run/mysqld.pid" mariadbd && kill "$(cat "$STATE/mariadb/run/mysqld.pid")" || true
     sleep 1
     log "slurm daemons, slurmdbd and MariaDB stopped"
 }
@@ -344,7 +350,7 @@ up)
     write_slurmdbd_config
     start_slurmdbd
     make_associations
-    if [ "${CONFIG_CHANGED:-0}" = 1 ] && pid_alive "$STATE/run/slurmctld.pid"; then
+    if [ "${CONFIG_CHANGED:-0}" = 1 ] && pid_alive "$STATE/run/slurmctld.pid" slurmctld; then
         # nodes' gres and the accounting TRES change only with a restart of slurmctld and the slurmds
         stop_slurm
         log "the configuration changed: slurmctld and the slurmds restart"

@@ -51,7 +51,12 @@ die() { printf 'ldap: ERROR: %s\n' "$*" >&2; exit 1; }
 # system slapd on port 389 (not ours), which is left alone
 install_packages() { install_debian_packages slapd ldap-utils openssl; }
 
-pid_alive() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# the pid file names a live slapd (a machine restored from a snapshot keeps stale pid files)
+pid_alive() {
+    local pid
+    [ -f "$PIDFILE" ] && pid=$(cat "$PIDFILE") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+        && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slapd ]
+}
 
 port_holder() {  # the pid listening on 127.0.0.1:PORT (empty when free)
     ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true
