@@ -10,6 +10,9 @@
     carme quota sync [--dry-run]        sync now: the sacctmgr commands and the drift
     carme quota audit [--target user:NAME] [--limit N]
     carme project list | create NAME ... | request NAME | requests NAME | approve/deny NAME ID
+    carme scratch-scripts --out DIR [--settings FILE]
+                                        write the SLURM Prolog/Epilog of jobs' scratch (carme-prolog,
+                                        carme-epilog) from the settings' carme.scratch section
 
 `carme quota` followed by show, list, set, clear, sync or audit is this client; followed by anything
 else (`--help-all`, `--once`, `--QuotaService.dry_run=True`, nothing) it runs the carme-quota service.
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         if status:
             raise SystemExit(status)
         return
+    if args[:1] == ["scratch-scripts"]:
+        scratch_scripts(args[1:])
+        return
     known = services()
     if not args or args[0] in ("-h", "--help", "services"):
         print(__doc__.strip() + "\n")
@@ -55,6 +61,38 @@ def main(argv: list[str] | None = None) -> None:
     if args[0] not in known:
         raise SystemExit(f"carme: no service {args[0]!r}; installed: {', '.join(sorted(known))}")
     importlib.import_module(known[args[0]]).main(args[1:])
+
+
+def scratch_scripts(argv: list[str]) -> None:
+    """`carme scratch-scripts`: the node scripts from the settings file's carme.scratch section."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from carme_slurm.node_scripts import write_node_scripts
+    from carme_slurm.scratch import layout_from_settings
+
+    from .scratch.service import layout_settings
+
+    parser = argparse.ArgumentParser(prog="carme scratch-scripts", description=scratch_scripts.__doc__)
+    parser.add_argument("--out", required=True, help="directory for carme-prolog and carme-epilog")
+    parser.add_argument("--settings", default=os.environ.get("CARME_SETTINGS", ""),
+                        help="the settings file (default: $CARME_SETTINGS)")
+    options = parser.parse_args(argv)
+    if not options.settings:
+        raise SystemExit("carme scratch-scripts: give --settings FILE (or set CARME_SETTINGS)")
+    with open(options.settings) as f:
+        section = ((yaml.safe_load(f) or {}).get("carme") or {}).get("scratch")
+    if section is None or section is False:
+        raise SystemExit(f"{options.settings}: no carme.scratch section (scratch is off)")
+    values = {k: v for k, v in (section if isinstance(section, dict) else {}).items()}
+    try:
+        layout = layout_from_settings(layout_settings(values))
+    except ValueError as e:
+        raise SystemExit(f"{options.settings}: carme.scratch.{e}") from None
+    for path in write_node_scripts(layout, Path(options.out)):
+        print(path)
 
 
 # ---- the client: `carme quota <command>`, `carme project <command>` ----------------------------------

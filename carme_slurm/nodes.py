@@ -86,6 +86,7 @@ class SlurmNode:
     alloc_memory_mb: int
     gpus: tuple[GpuCount, ...]
     reason: str
+    tmp_disk_mb: int = 0  # TmpDisk: the node's local scratch space (MB; 0 unknown)
 
     @property
     def available(self) -> bool:
@@ -118,7 +119,7 @@ class SlurmNode:
             "memory_mb": self.memory_mb, "alloc_memory_mb": self.alloc_memory_mb,
             "gpus": [g.to_dict() for g in self.gpus], "reason": self.reason,
             "gpus_total": self.gpus_total, "gpus_allocated": self.gpus_allocated,
-            "gpus_free": self.gpus_free, "available": self.available,
+            "gpus_free": self.gpus_free, "available": self.available, "tmp_disk_mb": self.tmp_disk_mb,
         }
 
 
@@ -216,6 +217,7 @@ def _node(raw) -> SlurmNode:
         alloc_cpus=_num(raw.get("alloc_cpus")), memory_mb=_num(raw.get("real_memory")),
         alloc_memory_mb=_num(raw.get("alloc_memory")),
         gpus=_gpus(raw.get("gres"), raw.get("gres_used")), reason=_str(raw.get("reason"), "reason"),
+        tmp_disk_mb=_num(raw.get("temporary_disk")),
     )
 
 
@@ -240,6 +242,7 @@ def _group(entry) -> list[SlurmNode]:
         "memory_mb": _num(memory.get("minimum")), "alloc_memory_mb": _num(memory.get("allocated")),
         "gpus": _gpus(gres.get("total"), gres.get("used")),
         "reason": _str(reason, "reason"),
+        "tmp_disk_mb": _num(_obj(entry.get("disk") or {}, "sinfo disk").get("minimum")),
     }
     return [SlurmNode(name=name, address=addresses[i] if len(addresses) == n else "", **common)
             for i, name in enumerate(names)]

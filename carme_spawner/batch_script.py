@@ -18,6 +18,7 @@ from pathlib import Path
 import jinja2
 
 import slurm_templates
+from carme_slurm.scratch import ScratchLayout, check_layout
 from container_catalog.fields import forbidden_env_reason
 
 from .options import SpawnRequest, format_runtime
@@ -58,6 +59,15 @@ class JobSite:
     extra_sbatch: tuple[str, ...] = ()
     container_env: tuple[tuple[str, str], ...] = ()  # the image's own (public) variables: --env NAME=VALUE
     account: str = ""  # --account (the quota's account or a project); "" for the user's default
+    scratch: ScratchLayout | None = None  # the job's scratch (made by Carme's prolog), bound at its container_path
+
+
+class ShellText(str):
+    """Script text built here from quoted parts (it names a shell variable): not quoted again."""
+
+
+def _quote(value) -> str:
+    return value if isinstance(value, ShellText) else shlex.quote(value)
 
 
 def render_batch_script(
@@ -74,8 +84,9 @@ def render_batch_script(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters["q"] = shlex.quote
+    env.filters["q"] = _quote
     return env.get_template(template_name).render(
+        scratch_parts=site.scratch.node_dir_parts() if site.scratch else ("", ""),
         directives=_directives(request, site),
         command=[*site.launcher, *_container_command(request, site)],
         request=request,
@@ -129,6 +140,9 @@ def _container_command(request: SpawnRequest, site: JobSite) -> list[str]:
         command.append("--nv")
     if site.binds:
         command += ["--bind", ",".join(site.binds)]
+    if site.scratch:  # the template sets CARME_SCRATCH_SOURCE to this job's directory (or BeeOND mount)
+        command += ["--bind", ShellText('"$CARME_SCRATCH_SOURCE":' + shlex.quote(site.scratch.container_path)),
+                    "--env", f"CARME_SCRATCH={site.scratch.container_path}"]
     for name, value in site.container_env:
         command += ["--env", f"{name}={value}"]
     return [*command, request.image, *site.singleuser_cmd]
@@ -165,6 +179,11 @@ def validate_job_site(site: JobSite) -> JobSite:
                 raise ValueError(f"{field}[{i}]: must be printable and at most {_MAX_PATH} characters")
     if not site.singleuser_cmd:
         raise ValueError("singleuser_cmd: must not be empty")
+    if site.scratch is not None:
+        try:
+            check_layout(site.scratch)
+        except ValueError as e:
+            raise ValueError(f"scratch.{e}") from None
     if not isinstance(site.container_env, (tuple, list)):
         raise ValueError("container_env: must be a tuple of (name, value) pairs")
     for i, pair in enumerate(site.container_env):

@@ -91,6 +91,7 @@ def render_options_form(
     reservations: Sequence[ReservationChoice] = (),
     now: float = 0.0,
     booking_url: str = "",
+    scratch_line: str = "",
 ) -> str:
     """The form; `gpus`: gpu_inventory of the hub's view ({partition: {type: TypeCount}}), shown with
     its age, and the GPU type choice built from it (None: no snapshot yet, any type only)."""
@@ -126,6 +127,7 @@ def render_options_form(
         estimate_url=estimate_url,
         reservations=[(r.name, r.words(now), r.active) for r in reservations],
         booking_url=booking_url,
+        scratch_line=scratch_line,
     )
 
 

@@ -14,9 +14,12 @@ from traitlets import Dict, Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from carme_quota.limits import Limits
+from carme_slurm import job_comment
 from carme_slurm.gpu_inventory import TypeCount, type_memory_gb
+from carme_slurm.scratch import ScratchLayout, layout_from_settings, scratch_words
 
 from .accounts import DENIED_USERS, JobAccount
+from .batch_script import JobSite
 from .form import ImageChoice
 from .images import CatalogImage
 from .mounts import MountMissing, bind_specs, missing_sources, mounts_for, parse_mounts
@@ -197,6 +200,48 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         except ValueError as e:
             raise TraitError(str(e)) from None
         return proposal["value"]
+
+    scratch = Dict(
+        config=True,
+        help="The jobs' scratch, as Carme's prolog makes it (carme_slurm.scratch.ScratchLayout's fields: node_dir, "
+        "container_path, beeond, ...). Set by the carme-scratch service's wiring from its settings; empty: no scratch.",
+    )
+
+    @validate("scratch")
+    def _check_scratch(self, proposal):
+        try:
+            layout_from_settings(proposal["value"]) if proposal["value"] else None
+        except (ValueError, TypeError) as e:
+            raise TraitError(f"CarmeSpawner.scratch.{e}") from None
+        return proposal["value"]
+
+    def scratch_layout(self) -> ScratchLayout | None:
+        return layout_from_settings(self.scratch) if self.scratch else None
+
+    def scratch_line(self, nodes) -> str:
+        """The form's words on the job's scratch ("" without one); sizes from the nodes' TmpDisk."""
+        layout = self.scratch_layout()
+        return scratch_words(layout, {n.name: n.tmp_disk_mb for n in nodes}) if layout else ""
+
+    def job_site(self, account: JobAccount, env_names, image: CatalogImage, project: str | None = None,
+                 mounts: tuple[str, ...] = ()) -> JobSite:
+        """The site's side of the batch script (this spawner's settings, the user's account and image)."""
+        fill = {"home": account.home, "username": account.username}
+        return JobSite(
+            job_name=self.job_name(),
+            comment=job_comment(self.user.name, self.name),
+            workdir=account.home,
+            output_path=self.job_output.format(**fill),
+            container_runtime=self.container_runtime,
+            binds=tuple(b.format(**fill) for b in self.container_binds) + mounts + image.binds,
+            container_env=image.env,
+            export_env=tuple(sorted(env_names)),
+            launcher=tuple(self.launcher_command),
+            singleuser_cmd=tuple(self.cmd + self.get_args()),
+            extra_sbatch=tuple(self.extra_sbatch_options),
+            account=project or self.quota.account,
+            scratch=self.scratch_layout(),
+        )
 
     def mount_binds(self, account: JobAccount, groups: Iterable[str], projects: Iterable[str]) -> tuple[str, ...]:
         """The --bind specs of the mounts `account`'s container gets (its role, hub groups and quota

@@ -36,7 +36,6 @@ from carme_slurm import (
     SlurmView,
     command_env,
     hub_api,
-    job_comment,
     run_command,
     sbatch,
     scancel,
@@ -48,7 +47,7 @@ from container_catalog import UserEntryRules
 from . import expected_start, port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
 from .admission import HUB_ADMISSION
-from .batch_script import JobSite, render_batch_script
+from .batch_script import render_batch_script
 from .form import defaults_from_last_choice, render_options_form
 from .images import (
     CatalogImage,
@@ -217,6 +216,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
                                    quota_lines=await self.quota_lines(account, quota, projects),
                                    gpus=gpus, gpus_age_seconds=age, estimate_url=estimate,
                                    reservations=reservations, now=time.time(),
+                                   scratch_line=self.scratch_line(self.view.nodes.items.values()),
                                    booking_url=self.booking_url and self.hub.base_url.rsplit("hub/", 1)[0] + self.booking_url)
 
     def reservations(self) -> list:
@@ -250,24 +250,6 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     def job_name(self) -> str:
         slug = server_slug(self.name)
         return f"{self.view.job_name_prefix}{self.user.name}" + (f"-{slug}" if slug else "")
-
-    def job_site(self, account: JobAccount, env_names, image: CatalogImage, project: str | None = None,
-                 mounts: tuple[str, ...] = ()) -> JobSite:
-        fill = {"home": account.home, "username": account.username}
-        return JobSite(
-            job_name=self.job_name(),
-            comment=job_comment(self.user.name, self.name),
-            workdir=account.home,
-            output_path=self.job_output.format(**fill),
-            container_runtime=self.container_runtime,
-            binds=tuple(b.format(**fill) for b in self.container_binds) + mounts + image.binds,
-            container_env=image.env,
-            export_env=tuple(sorted(env_names)),
-            launcher=tuple(self.launcher_command),
-            singleuser_cmd=tuple(self.cmd + self.get_args()),
-            extra_sbatch=tuple(self.extra_sbatch_options),
-            account=project or self.quota.account,
-        )
 
     def get_env(self):
         env = super().get_env()

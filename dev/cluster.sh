@@ -28,6 +28,10 @@ TEST_USERS=("alice 10001" "bob 10002" "carol 10003" "dave 10004" "erin 10005" "a
 DBD_PORT=6830     # slurmdbd (6817 slurmctld, 6818/6819 the slurmds)
 MARIADB_PORT=3307 # the dev cluster's own MariaDB, on 127.0.0.1 only
 ACCOUNT=carme-dev # the SLURM account every test user (and root) is associated with
+# each node's "local SSD" (TmpDisk, MB): the directory carme.scratch.node_dir of carme.example.yaml names
+NODE_TMP_MB=(100000 50000)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CARME=/opt/carme/venv/bin/carme  # dev/install.sh puts it there
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { printf 'cluster: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -136,10 +140,16 @@ MinJobAge=300
 PrivateData=jobs,usage,accounts
 SlurmctldTimeout=30
 SlurmdTimeout=60
+# jobs' scratch (carme.scratch of carme.example.yaml): the prolog makes it on every node when the job
+# is allocated, before its batch script; the epilog removes it whenever the job ends
+Prolog=$STATE/etc/carme-prolog
+Epilog=$STATE/etc/carme-epilog
+PrologFlags=Alloc
+PrologEpilogTimeout=600
 EOF
     local i
     for i in "${!NODES[@]}"; do
-        echo "NodeName=${NODES[$i]} NodeHostname=$host NodeAddr=127.0.0.1 Port=${NODE_PORTS[$i]} CPUs=$CPUS_PER_NODE RealMemory=$MEM_PER_NODE_MB Gres=$(node_gres "$i") State=UNKNOWN" >>"$STATE/etc/slurm.conf.new"
+        echo "NodeName=${NODES[$i]} NodeHostname=$host NodeAddr=127.0.0.1 Port=${NODE_PORTS[$i]} CPUs=$CPUS_PER_NODE RealMemory=$MEM_PER_NODE_MB TmpDisk=${NODE_TMP_MB[$i]} Gres=$(node_gres "$i") State=UNKNOWN" >>"$STATE/etc/slurm.conf.new"
     done
     local nodelist
     nodelist=$(IFS=,; echo "${NODES[*]}")
@@ -263,6 +273,16 @@ make_associations() {
     log "accounting: cluster carme-dev, account $ACCOUNT, associations for ${users[*]}"
 }
 
+# the node scripts of jobs' scratch, from the demo's settings (the tests use the same paths); the dirs
+# stand for the nodes' SSDs; /scratch exists for the STAND-IN apptainer (it binds onto the host's root)
+write_scratch_scripts() {
+    [ -x "$CARME" ] || die "$CARME is missing: run make install first (the prolog is rendered by it)"
+    "$CARME" scratch-scripts --settings "$HERE/../carme.example.yaml" --out "$STATE/etc" >/dev/null \
+        || die "carme scratch-scripts failed"
+    mkdir -p /scratch "$STATE/ssd" && chmod 0755 /scratch
+    log "scratch prolog/epilog written to $STATE/etc (carme.scratch of carme.example.yaml)"
+}
+
 start_munge() {
     mkdir -p /run/munge && chown munge:munge /run/munge && chmod 0755 /run/munge
     [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
@@ -345,6 +365,7 @@ up)
     make_users
     make_fake_gpus
     write_config
+    write_scratch_scripts
     start_munge
     start_mariadb
     write_slurmdbd_config

@@ -54,7 +54,8 @@ def hub(cluster):
 def berlin(browser, request):
     """A page whose browser lives in Europe/Berlin (the hub and SLURM run in UTC)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, timezone_id=ZONE)
+    # a Berlin user (English pages): their zone and a 24-hour clock (the page follows the browser's locale)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, timezone_id=ZONE, locale="en-GB")
     context.set_default_timeout(30_000)
     page = context.new_page()
     test = artifact_name(request.node.name)

@@ -82,6 +82,7 @@ carme:
   catalog: {{user_dir: {state}/catalog-user, url: "http://127.0.0.1:10202", user_image_prefixes: [/opt/images/]}}
   reservations: {{url: "http://127.0.0.1:10204", approval_roles: [user]}}
   quota: {{url: "http://127.0.0.1:10203"}}
+  scratch: {{url: "http://127.0.0.1:10206", node_dir: "/ssd/{{node}}", grace: 60}}
 Authenticator:
   admin_users: [admin]
 CarmeRoles:
@@ -96,10 +97,12 @@ def test_every_service_declares_its_own_wiring(monkeypatch, tmp_path):
     from importlib.metadata import entry_points
 
     installed = {ep.name for ep in entry_points(group="carme.services")}
-    assert installed == {"reconcile", "catalog", "quota", "reservations"}
+    assert installed == {"reconcile", "catalog", "quota", "reservations", "scratch"}
     c = load(monkeypatch, tmp_path, EVERY_SERVICE.format(state=tmp_path / "state"))
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert set(services) == {"carme-reconcile", "carme-catalog", "carme-quota", "carme-reservations"}
+    assert set(services) == {"carme-reconcile", "carme-catalog", "carme-quota", "carme-reservations", "carme-scratch"}
+    # the scratch service hands its layout to the spawner (the batch script binds what the prolog makes)
+    assert c.CarmeSpawner.scratch["node_dir"] == "/ssd/{node}" and "grace" not in c.CarmeSpawner.scratch
 
     reconcile = services["carme-reconcile"]
     assert reconcile["url"] == "http://127.0.0.1:10201" and reconcile["display"] is False
@@ -130,7 +133,7 @@ def test_every_service_declares_its_own_wiring(monkeypatch, tmp_path):
     assert scopes == {"custom:carme-reconcile:read", "custom:carme-catalog:write", "custom:carme-slurm:read",
                       "custom:carme-metrics:read", "custom:carme-quota:read", "custom:carme-quota:admin",
                       "custom:carme-reservations:read", "custom:carme-reservations:book",
-                      "custom:carme-reservations:admin"}
+                      "custom:carme-reservations:admin", "custom:carme-scratch:read", "custom:carme-scratch:admin"}
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["carme-reconcile"]["services"] == ["carme-reconcile"]
     assert "custom:carme-slurm:read" in roles["carme-reconcile"]["scopes"]  # it reads the hub's SLURM view

@@ -219,3 +219,14 @@ def test_malformed_documents_raise_value_error(text):
 def test_empty_lists_are_no_nodes():
     assert parse_sinfo_json('{"nodes": [], "errors": []}') == []
     assert parse_sinfo_json('{"sinfo": [], "errors": [], "warnings": []}') == []
+
+
+def test_a_nodes_tmp_disk_is_read_in_both_shapes():
+    """TmpDisk (the node's local scratch, MB): 22.05's temporary_disk, 24.05's sinfo groups' disk.minimum."""
+    doc = json.loads(fixture("sinfo-22.05-idle.json"))
+    doc["nodes"][0]["temporary_disk"] = 100000
+    nodes = parse_sinfo_json(json.dumps(doc))
+    assert nodes[0].tmp_disk_mb == 100000 and nodes[0].to_dict()["tmp_disk_mb"] == 100000
+    doc = json.loads(fixture("sinfo-24.05-v0.0.41-constructed.json"))
+    doc["sinfo"][0]["disk"]["minimum"] = 50000
+    assert parse_sinfo_json(json.dumps(doc))[0].tmp_disk_mb == 50000
