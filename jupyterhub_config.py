@@ -122,8 +122,7 @@ def apply_carme_section(carme: dict) -> None:
             raise SystemExit("carme.authenticator is dummy but $CARME_DEMO_PASSWORD is empty: set a password")
         c.DummyAuthenticator.password = password
     elif authenticator == "ldap":
-        # CarmeLDAPAuthenticator (section CarmeLDAPAuthenticator:); its auth_state (uid, gid, home for
-        # the spawner) is encrypted with JUPYTERHUB_CRYPT_KEY
+        # CarmeLDAPAuthenticator: its auth_state (the spawner's uid, gid, home) is encrypted (JUPYTERHUB_CRYPT_KEY)
         c.JupyterHub.authenticator_class = "carme-ldap"
         if not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
             from carme_auth.crypt_key import crypt_key
@@ -134,8 +133,7 @@ def apply_carme_section(carme: dict) -> None:
 
 
 # ---- wiring: the SLURM view's API, and every enabled service's own hub_service ----------------------
-# Applied AFTER apply_sections: services, roles and custom scopes from the settings file or the
-# environment are kept, Carme's are appended to them (never replacing them).
+# Applied AFTER apply_sections: the settings' services, roles and scopes are kept, Carme's appended to them.
 
 
 def apply_wiring(wiring: dict) -> None:
@@ -190,6 +188,9 @@ def apply_services(settings: dict) -> None:
         apply_wiring({"config": wiring(key).get("config", {})})
     for key in enabled:
         apply_wiring(wiring(key))
+    from carme_spawner.settings import check_at_hub_start  # mounts and scratch: a bad one stops the hub now
+
+    check_at_hub_start(dict(c.CarmeSpawner.items()), settings["_source"])
 
 
 settings = load_settings()

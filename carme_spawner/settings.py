@@ -307,3 +307,17 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         known = named or tuple(sorted({t for types in gpus.values() for t in types if t}))
         big_enough = tuple(t for t in known if (type_memory_gb(t, self.gpu_type_memory_gb) or 0) >= choice.min_gpu_memory_gb)
         return big_enough or (f"(none with {choice.min_gpu_memory_gb} GB or more)",)
+
+
+def check_at_hub_start(section: Mapping, source: str) -> None:
+    """What a spawner checks when it is made, checked once as the hub starts: a bad mount or scratch
+    setting stops the hub (SystemExit naming the settings file and key) instead of failing every spawn."""
+    try:
+        parse_mounts(section.get("mounts") or [])  # its messages name CarmeSpawner.mounts[i].key
+    except ValueError as e:
+        raise SystemExit(f"{source}: {e}") from None
+    if section.get("scratch"):
+        try:
+            layout_from_settings(dict(section["scratch"]))
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"{source}: CarmeSpawner.scratch.{e}") from None

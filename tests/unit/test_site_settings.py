@@ -166,3 +166,14 @@ def test_the_config_is_a_loop_that_knows_no_service():
     assert len(text.splitlines()) <= 200
     assert "carme_services.reconcile" not in text and "carme_services.catalog" not in text
     assert "custom:" not in text  # no scope of any service
+
+
+@pytest.mark.parametrize("mounts, message", [
+    ('[{source: data, target: /data}]', r"CarmeSpawner.mounts\[0\].source"),
+    ('[{source: /beegfs/../etc, target: /data}]', r"CarmeSpawner.mounts\[0\].source: .*'\.\.'"),
+    ('[{source: /beegfs/data, target: /usr}]', r"CarmeSpawner.mounts\[0\].target: must not be /usr"),
+])
+def test_bad_mount_settings_stop_the_hub_naming_the_key(monkeypatch, tmp_path, mounts, message):
+    """Issue 20 acceptance 6: the hub does not start (not: each spawn fails later)."""
+    with pytest.raises(SystemExit, match=message):
+        load(monkeypatch, tmp_path, CARME__CarmeSpawner__mounts=mounts)
