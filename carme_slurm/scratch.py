@@ -16,7 +16,7 @@ Everything here is pure: the paths, their checks, and the sweeper's decision.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: a path the prolog's shell text is built from: plain characters only (it is quoted anyway)
 _PATH = re.compile(r"/[A-Za-z0-9_.@+/-]*")
@@ -46,7 +46,6 @@ class ScratchLayout:
     hostlist_command: str = "/usr/bin/hostlist"
     state_dir: str = "/var/lib/carme/scratch"
     log_file: str = "/var/log/carme-scratch.log"
-    node_names: tuple[str, ...] = field(default=())  # for node_dir with {node}: the nodes the sweeper visits
 
     def job_dir(self, node: str, job_id: str) -> str:
         return f"{self.node_root(node)}/job-{job_id}"
@@ -83,8 +82,9 @@ def check_layout(layout: ScratchLayout) -> ScratchLayout:
                 raise ValueError(f"{key}[{i}]: must be a flag like -P or a plain value, got {flag!r:.80}")
             if flag in _OWN_BEEOND_FLAGS:
                 raise ValueError(f"{key}[{i}]: {flag} is set by Carme itself")
-    if not isinstance(layout.beeond_timeout, int) or not 10 <= layout.beeond_timeout <= 3600:
-        raise ValueError(f"beeond_timeout: must be 10..3600 seconds, got {layout.beeond_timeout!r}")
+    # a failing start waits for start and stop: slurm.conf's PrologEpilogTimeout must exceed twice this
+    if not isinstance(layout.beeond_timeout, int) or not 10 <= layout.beeond_timeout <= 1200:
+        raise ValueError(f"beeond_timeout: must be 10..1200 seconds, got {layout.beeond_timeout!r}")
     return layout
 
 

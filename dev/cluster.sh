@@ -145,7 +145,8 @@ SlurmdTimeout=60
 Prolog=$STATE/etc/carme-prolog
 Epilog=$STATE/etc/carme-epilog
 PrologFlags=Alloc
-PrologEpilogTimeout=600
+# more than twice carme.scratch.beeond_timeout: a failing BeeOND start is stopped too
+PrologEpilogTimeout=900
 EOF
     local i
     for i in "${!NODES[@]}"; do

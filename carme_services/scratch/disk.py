@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import time
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carme_slurm.scratch import ENTRY, Leftover, ScratchLayout
+
+NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what the prolog accepts as SLURMD_NODENAME
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,15 @@ class ScratchEntry:
 
 
 def listing(root: str) -> list[tuple[str, float]]:
-    """(name, mtime) of Carme's entries directly in `root` ([] when it does not exist)."""
+    """(name, ctime) of Carme's entries directly in `root` ([] when it does not exist). The change
+    time, not the modification time: a user can set their directory's mtime, not its ctime."""
     found = []
     try:
         with os.scandir(root) as entries:
             for entry in entries:
                 if ENTRY.fullmatch(entry.name):
                     try:
-                        found.append((entry.name, entry.stat(follow_symlinks=False).st_mtime))
+                        found.append((entry.name, entry.stat(follow_symlinks=False).st_ctime))
                     except FileNotFoundError:
                         pass
     except (FileNotFoundError, NotADirectoryError):
@@ -89,8 +93,7 @@ def user_name(uid: int) -> str:
 def read_entries(layout: ScratchLayout, nodes: list[str], max_entries: int) -> list[ScratchEntry]:
     """Every job's scratch on the node directories this host reaches, and its BeeOND instances."""
     found = []
-    for node in nodes:
-        root = layout.node_root(node)
+    for node, root in node_roots(layout, nodes).items():
         for name, mtime in listing(root):
             match = ENTRY.fullmatch(name)
             if match["kind"]:
@@ -121,18 +124,30 @@ def read_entries(layout: ScratchLayout, nodes: list[str], max_entries: int) -> l
     return found
 
 
+def node_roots(layout: ScratchLayout, nodes: list[str]) -> dict[str, str]:
+    """{node: its node directory} for plain node names, each directory once (without {node} in
+    node_dir every node names the same one)."""
+    roots: dict[str, str] = {}
+    for node in nodes:
+        root = layout.node_root(node)
+        if NODE_NAME.fullmatch(node) and root not in roots.values():
+            roots[node] = root
+    return roots
+
+
 def entries_by_node(layout: ScratchLayout, nodes: list[str]) -> tuple[dict[str, list[tuple[str, float]]],
                                                                         list[tuple[str, float]]]:
     """What the sweeper decides on: each node directory's entries, and the state dir's."""
-    return {node: listing(layout.node_root(node)) for node in nodes}, listing(layout.state_dir)
+    return {node: listing(root) for node, root in node_roots(layout, nodes).items()}, listing(layout.state_dir)
 
 
 def remove(leftover: Leftover, layout: ScratchLayout) -> str:
     """Remove one leftover; "" when done, else why not (logged by the caller)."""
     if leftover.kind == "nodes":  # a BeeOND instance whose epilog never ran: stop it first
+        info = f"{layout.state_dir}/job-{leftover.job_id}.info"
         try:
             done = subprocess.run(
-                [layout.beeond_command, "stop", "-n", leftover.path, "-L", "-d", *layout.beeond_stop_flags],
+                [layout.beeond_command, "stop", "-n", leftover.path, "-i", info, "-L", "-d", *layout.beeond_stop_flags],
                 capture_output=True, text=True, timeout=layout.beeond_timeout,
             )
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -146,7 +161,13 @@ def remove(leftover: Leftover, layout: ScratchLayout) -> str:
             pass
         except OSError as e:
             return f"{mount} is not empty after beeond stop: {e}"
-        os.unlink(leftover.path)
+        for path in (leftover.path, info):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                return f"{path}: {e}"
         return ""
     try:
         if leftover.kind == "dir" and not os.path.islink(leftover.path):

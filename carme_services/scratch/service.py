@@ -31,7 +31,7 @@ READ_SCOPE = "custom:carme-scratch:read"
 ADMIN_SCOPE = "custom:carme-scratch:admin"
 _DEFAULT = ScratchLayout()
 #: the service's settings that are the layout's (the spawner and the node scripts get exactly these)
-LAYOUT_KEYS = tuple(f.name for f in fields(ScratchLayout) if f.name != "node_names")
+LAYOUT_KEYS = tuple(f.name for f in fields(ScratchLayout))
 
 
 class ScratchService(CarmeService):
@@ -82,6 +82,7 @@ class ScratchService(CarmeService):
         check_layout(self.layout)
         self.last: dict = {"last_sweep": None, "removed": [], "failed": [], "error": None}
         self.audit: list[dict] = []
+        self.removing = asyncio.Lock()  # one sweep or cleanup at a time
 
     @cached_property
     def layout(self) -> ScratchLayout:
@@ -137,13 +138,19 @@ class ScratchService(CarmeService):
         found = []
         for entry in entries:
             job = states.get(entry.job_id)
+            # whose it is in the hub: the Carme job's hub user, else the job's (or the directory's) account
+            owner = (job.get("carme_user") or job["user"]) if job else entry.user
             found.append({**asdict(entry), "age": int(now - entry.mtime), "job_state": job["state"] if job else "gone",
-                          "job_user": job["user"] if job else entry.user})
+                          "job_user": job["user"] if job else entry.user, "owner": owner})
         self.instances_gauge.set(len(found))
         self.bytes_gauge.set(sum(e["bytes"] for e in found))
         return found
 
     async def sweep(self) -> dict:
+        async with self.removing:
+            return await self._sweep()
+
+    async def _sweep(self) -> dict:
         try:
             jobs, nodes, snapshot = await self.view()
         except Exception as e:  # doubt is not evidence: without a fresh view nothing is removed
@@ -173,6 +180,10 @@ class ScratchService(CarmeService):
         return self.last
 
     async def force_cleanup(self, job_id: str, admin: str) -> dict:
+        async with self.removing:
+            return await self._force_cleanup(job_id, admin)
+
+    async def _force_cleanup(self, job_id: str, admin: str) -> dict:
         """An admin's cleanup of one job's scratch: only for a job SLURM does not list as running."""
         jobs, nodes, snapshot = await self.fresh_view()
         job = next((SlurmJob.from_dict(j) for j in jobs if str(j["job_id"]) == job_id), None)
@@ -219,7 +230,7 @@ class InstancesHandler(CarmeServiceHandler):
                      f"seeing your jobs' scratch needs {READ_SCOPE}!user={self.username}")
         found = await self.service.instances()
         if not admin:
-            found = [e for e in found if self.username in (e["user"], e["job_user"])]
+            found = [e for e in found if e["owner"] == self.username]
         self.write_json({"instances": found, "container_path": self.service.container_path})
 
 

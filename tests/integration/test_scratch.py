@@ -20,6 +20,12 @@ import pytest
 import requests
 import yaml
 
+from carme_services.scratch.service import layout_settings
+from carme_slurm.scratch import layout_from_settings
+from carme_spawner.batch_script import JobSite, render_batch_script
+from carme_spawner.options import parse_options
+
+from ..unit.samples import LIMITS
 from . import slurm_probe
 from .conftest import running_hub
 from .kernel import run_code
@@ -126,7 +132,8 @@ def test_a_two_node_job_gets_beeond_over_both_nodes(hub):
     assert nodefile.read_text().split() == ["carme-n1", "carme-n2"]
     starts = [c for c in standin_calls()[before:] if " start " in c]
     assert len(starts) == 1, standin_calls()[before:]
-    assert (f"start -n {nodefile} -d {SCRATCH['beeond_data_dir']}/job-{job_id} "
+    info = Path(SCRATCH["state_dir"]) / f"job-{job_id}.info"
+    assert (f"start -n {nodefile} -i {info} -d {SCRATCH['beeond_data_dir']}/job-{job_id} "
             f"-c {SCRATCH['beeond_mount_dir']}/job-{job_id}") in starts[0]
     mount = Path(SCRATCH["beeond_mount_dir"]) / f"job-{job_id}"
     assert mount.stat().st_uid == pwd.getpwnam("carol").pw_uid
@@ -134,7 +141,7 @@ def test_a_two_node_job_gets_beeond_over_both_nodes(hub):
     subprocess.run(["scancel", job_id], check=True)
     assert wait_until(lambda: any(" stop " in c for c in standin_calls()[before:]), 30), standin_calls()[before:]
     stop = next(c for c in standin_calls()[before:] if " stop " in c)
-    assert f"stop -n {nodefile} -L -d" in stop
+    assert f"stop -n {nodefile} -i {info} -L -d" in stop
     assert wait_until(lambda: not mount.exists() and not nodefile.exists(), 30)
 
 
@@ -144,15 +151,23 @@ def test_a_failing_beeond_start_fails_the_job_with_the_reason_and_leaves_nothing
     fail.parent.mkdir(parents=True, exist_ok=True)
     fail.write_text("storage target 2 on carme-n2 is offline")
     out = Path("/tmp") / f"carme-scratch-fail-{os.getpid()}.out"
+    # Carme's own batch script (its scratch checks as the spawner renders them), on two nodes; its
+    # "server" is an echo that must never run
+    site = JobSite(job_name="carme-scr-fail", comment="", workdir="/tmp", output_path=str(out),
+                   container_runtime="apptainer", binds=(), export_env=("PATH",), launcher=("/bin/echo",),
+                   singleuser_cmd=("the server started",), scratch=layout_from_settings(layout_settings(SCRATCH)))
+    script = render_batch_script(parse_options({"gpus": 0}, LIMITS), site)
     try:
-        # a job that checks its scratch as Carme's batch script does (the same note, the same message)
-        job_id = sbatch("dave", "-p", "batch", "-N", "2", "--time=5", f"--output={out}",
-                        "--wrap=note=" + SCRATCH["node_dir"].replace("{node}", "$SLURMD_NODENAME")
-                        + "/job-$SLURM_JOB_ID.failed; if [ -e $note ]; then echo \"scratch: $(cat $note)\"; exit 1; fi")
+        done = subprocess.run(["runuser", "-u", "dave", "--", "sbatch", "--parsable", "-p", "batch", "-N", "2",
+                               "--ntasks=2", "--time=5"], input=script, capture_output=True, text=True, check=True)
+        job_id = done.stdout.strip().split(";")[0]
         assert wait_until(lambda: not slurm_probe.in_queue(job_id) or
                           slurm_probe.job(job_id).get("JobState") in ("FAILED", "COMPLETED"), 60)
     finally:
         fail.unlink()
+    assert slurm_probe.job(job_id).get("JobState") == "FAILED", slurm_probe.job(job_id)
+    assert "carme: the job's scratch could not be made: beeond start failed on carme-n1" in out.read_text()
+    assert "the server started" not in out.read_text()
     assert "storage target 2 on carme-n2 is offline" in out.read_text()
     assert "beeond start failed on carme-n1" in out.read_text()
     assert not (Path(SCRATCH["beeond_mount_dir"]) / f"job-{job_id}").exists()
@@ -170,14 +185,15 @@ def test_the_sweeper_removes_a_dead_jobs_scratch_and_leaves_a_live_one(hub):
     assert wait_until(lambda: live in [str(j["job_id"]) for j in
                                        hub.session.get(f"{hub.api}/carme/slurm/jobs").json()["jobs"]], 30)
     old = time.time() - 3600
-    os.utime(live_dir, (old, old))  # as old as a leftover: only the job's being alive protects it now
+    os.utime(live_dir, (old, old))  # its mtime as a leftover's: the sweeper judges the ctime (a user cannot set it)
     dead = node_dir("carme-n2") / "job-987654"
     dead.mkdir(parents=True)
     (dead / "data.bin").write_bytes(b"x" * 4096)
     os.utime(dead, (old, old))
     assert wait_until(lambda: not dead.exists(), 30), hub.session.get(f"{hub.scratch}/sweep").json()
-    time.sleep(5)  # two more sweeps
-    assert live_dir.is_dir()
+    swept = hub.session.get(f"{hub.scratch}/sweep").json()["last_sweep"]
+    assert wait_until(lambda: hub.session.get(f"{hub.scratch}/sweep").json()["last_sweep"] > swept + 2, 30)
+    assert live_dir.is_dir()  # its ctime is past the grace by now: the job's being alive kept it
     assert f"swept {dead} (job 987654 gone from SLURM)" in Path(SCRATCH["log_file"]).read_text()
     subprocess.run(["scancel", live], check=True)
     assert wait_until(lambda: not live_dir.exists(), 30)
@@ -212,7 +228,11 @@ def test_users_see_their_own_scratch_and_only_admins_clean_up(hub):
     gone.mkdir()
     old = time.time() - 3600
     os.utime(gone, (old, old))
-    r = hub.session.post(f"{hub.scratch}/instances/987655/cleanup")
+    # newer than the view's last snapshot it is a 409 (it may be a new job's): asked again once the view is newer
+    answers = []
+    assert wait_until(lambda: answers.append(hub.session.post(f"{hub.scratch}/instances/987655/cleanup")) or
+                      answers[-1].status_code != 409, 30), answers[-1].text
+    r = answers[-1]
     assert r.status_code == 200 and r.json()["results"] == [{"path": str(gone), "kind": "dir", "error": None}], r.text
     assert not gone.exists()
     assert "cleanup by " in Path(SCRATCH["log_file"]).read_text()

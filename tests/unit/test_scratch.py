@@ -43,6 +43,7 @@ def test_the_default_layout_is_valid_and_names_job_paths():
     ({"beeond_start_flags": ["-n"]}, "beeond_start_flags[0]"),
     ({"beeond_stop_flags": ["-P", "; rm -rf /"]}, "beeond_stop_flags[1]"),
     ({"beeond_timeout": 1}, "beeond_timeout"),
+    ({"beeond_timeout": 3600}, "beeond_timeout"),
     ({"node_dirs": "/x"}, "node_dirs"),
 ])
 def test_bad_settings_are_refused_naming_the_key(values, key):
@@ -107,14 +108,15 @@ def test_a_two_node_job_starts_beeond_on_its_first_node_and_stops_it_at_the_end(
     assert len(calls) == 1
     nodefile = tmp_path / "state" / "job-43.nodes"
     assert nodefile.read_text() == "n1\nn2\n"
-    assert (f" start -n {nodefile} -d {tmp_path}/beeond-data/job-43 -c {tmp_path}/beeond/job-43 -P -F"
+    info = tmp_path / "state" / "job-43.info"
+    assert (f" start -n {nodefile} -i {info} -d {tmp_path}/beeond-data/job-43 -c {tmp_path}/beeond/job-43 -P -F"
             in calls[0])
     mount = tmp_path / "beeond" / "job-43"
     assert mount.is_dir() and mount.stat().st_mode & 0o777 == 0o700
     for node in ("n2", "n1"):  # only the first node stops it
         run_script(render_epilog(layout), tmp_path, node, "43", "n1,n2", standins)
     calls = (standins / "calls.log").read_text().splitlines()
-    assert len(calls) == 2 and f" stop -n {nodefile} -L -d -P" in calls[1]
+    assert len(calls) == 2 and f" stop -n {nodefile} -i {info} -L -d -P" in calls[1]
     assert not mount.exists() and not nodefile.exists() and not (tmp_path / "beeond-data" / "job-43").exists()
 
 
@@ -249,3 +251,29 @@ def test_the_form_says_where_the_scratch_is_and_how_big():
                             "50 GB to 100 GB by node; it is deleted when the server stops")
     assert ", 1.5 GB;" in scratch_words(ScratchLayout(), {"n": 1500})
     assert "SSD; it is deleted" in scratch_words(ScratchLayout(), {})
+
+
+def test_a_node_dir_a_user_could_swap_gets_no_scratch(tmp_path):
+    """The prolog runs as root: a node_dir (or a directory above it) that others may write or that is
+    not root's is refused, so no chown or write of root's can be turned onto another file."""
+    layout = layout_in(tmp_path)
+    (tmp_path / "ssd").mkdir(mode=0o777)
+    (tmp_path / "ssd").chmod(0o777)  # anyone could rename n1 away and put a link there
+    run_script(render_prolog(layout), tmp_path, "n1", "46", "n1", tmp_path / "standin")
+    assert not (tmp_path / "ssd" / "n1" / "job-46").exists()
+    assert "is not root's alone" in (tmp_path / "scratch.log").read_text()
+    (tmp_path / "ssd").chmod(0o755)
+    (tmp_path / "ssd" / "n1").rmdir()
+    (tmp_path / "ssd" / "n1").symlink_to(tmp_path / "elsewhere")
+    run_script(render_prolog(layout), tmp_path, "n1", "47", "n1", tmp_path / "standin")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_node_list_that_disagrees_with_the_node_count_fails_the_scratch(tmp_path):
+    layout = layout_in(tmp_path)
+    script = tmp_path / "script"
+    script.write_text(render_prolog(layout))
+    env = {"SLURM_JOB_ID": "48", "SLURM_JOB_UID": str(os.getuid()), "SLURM_JOB_USER": "alice",
+           "SLURMD_NODENAME": "n1", "SLURM_JOB_NUM_NODES": "2"}  # no node list at all
+    subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
+    assert "has 2 nodes but its node list" in (tmp_path / "ssd" / "n1" / "job-48.failed").read_text()
