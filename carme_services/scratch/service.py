@@ -20,7 +20,7 @@ from tornado import web
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from carme_slurm import SlurmJob
-from carme_slurm.scratch import ScratchLayout, check_layout, leftovers
+from carme_slurm.scratch import ScratchLayout, layout_from_settings, leftovers
 
 from ..base import CarmeService, CarmeServiceHandler, PeriodicTask
 from ..wiring import ServiceSettings, admins_role, checked_settings, own_role, service_spec
@@ -79,17 +79,15 @@ class ScratchService(CarmeService):
 
     def initialize(self, argv=None):
         super().initialize(argv)
-        check_layout(self.layout)
+        self.layout  # checked now: a bad setting stops the service at start
         self.last: dict = {"last_sweep": None, "removed": [], "failed": [], "error": None}
         self.audit: list[dict] = []
         self.removing = asyncio.Lock()  # one sweep or cleanup at a time
 
     @cached_property
     def layout(self) -> ScratchLayout:
-        values = {k: getattr(self, k) for k in LAYOUT_KEYS}
-        values["beeond_start_flags"] = tuple(values["beeond_start_flags"])
-        values["beeond_stop_flags"] = tuple(values["beeond_stop_flags"])
-        return ScratchLayout(**values)
+        """The checked layout from this service's settings (ValueError naming the key)."""
+        return layout_from_settings({k: getattr(self, k) for k in LAYOUT_KEYS})
 
     @cached_property
     def instances_gauge(self) -> Gauge:
@@ -266,7 +264,7 @@ def layout_settings(values: dict) -> dict:
 def hub_service(settings: ServiceSettings) -> dict:
     values, app = checked_settings(ScratchService, settings)
     try:
-        check_layout(app.layout)
+        app.layout
     except ValueError as e:
         raise ValueError(f"carme.{settings.key}.{e}") from None
     return {
