@@ -86,7 +86,7 @@ def scratch_scripts(argv: list[str]) -> None:
         section = ((yaml.safe_load(f) or {}).get("carme") or {}).get("scratch")
     if section is None or section is False:
         raise SystemExit(f"{options.settings}: no carme.scratch section (scratch is off)")
-    values = {k: v for k, v in (section if isinstance(section, dict) else {}).items()}
+    values = section if isinstance(section, dict) else {}  # `scratch: true`: the defaults
     try:
         layout = layout_from_settings(layout_settings(values))
     except ValueError as e:
