@@ -11,12 +11,17 @@ Every limit is held by SLURM (written there by the sync, see `carme_quota.sacctm
 | max_runtime_minutes | minutes       | MaxWallDurationPerJob=N                                      |
 | jobs_per_day        | jobs started  | none: Carme counts the day's starts in `sacct`               |
 | priority            | points        | Priority=N (the association's priority factor)               |
+| scratch_gib         | GiB           | --tmp on the job (its nodes' TmpDisk); Carme refuses more    |
+| disk_gib            | GiB           | the file system's user quota (`carme_quota.disk`), not SLURM |
+| disk_inodes         | files         | the file system's user quota (`carme_quota.disk`), not SLURM |
 
 The rule (README, "Quotas"): a field's effective value is the user's override if the override
 sets it, else the project's template if the job runs in a project and the template sets it,
 else the role's default; unset everywhere means no limit. A project's GPU-hours are its own
 budget for all members together (the project account's GrpTRESMins), so they never become a
 member's personal budget, and a member's personal budget does not apply inside the project.
+Disk limits are a user's own (role default, then override) wherever their jobs run; a project's
+template sets its group's disk quota, never a member's.
 """
 
 from __future__ import annotations
@@ -34,8 +39,13 @@ LIMIT_FIELDS: dict[str, tuple[str, str, float]] = {
     "max_runtime_minutes": ("runtime per server", "minutes", 366 * 24 * 60),
     "jobs_per_day": ("servers started per day", "servers", 100_000),
     "priority": ("priority", "points", 1_000_000),
+    "scratch_gib": ("job scratch per server", "GiB", 1_000_000),
+    "disk_gib": ("disk space on the global file system", "GiB", 100_000_000),
+    "disk_inodes": ("files on the global file system", "files", 10**12),
 }
-_INT_FIELDS = {"gpus_per_job", "max_servers", "max_runtime_minutes", "jobs_per_day", "priority"}
+_INT_FIELDS = {"gpus_per_job", "max_servers", "max_runtime_minutes", "jobs_per_day", "priority", "disk_inodes"}
+#: limits the file system holds (the disk pass writes them), not SLURM's associations
+DISK_FIELDS = ("disk_gib", "disk_inodes")
 
 
 class LimitError(ValueError):
@@ -55,6 +65,9 @@ class Limits:
     max_runtime_minutes: int | None = None
     jobs_per_day: int | None = None
     priority: int | None = None
+    scratch_gib: float | None = None
+    disk_gib: float | None = None
+    disk_inodes: int | None = None
 
     def __post_init__(self):
         for f in fields(self):
@@ -114,8 +127,12 @@ class ProjectTemplate:
     max_runtime_minutes: int | None = None
     gpu_hours: float | None = None  # the project's budget per period: the account's GrpTRESMins
     partitions: tuple[str, ...] = ()  # empty: every partition the member may use
+    disk_gib: float | None = None  # the project group's quota on the global file system
+    disk_inodes: int | None = None
 
     def __post_init__(self):
+        check_limit("disk_gib", self.disk_gib)
+        check_limit("disk_inodes", self.disk_inodes)
         check_limit("gpus_per_job", self.gpus_at_once, "gpus_at_once")
         check_limit("gpus_per_job", self.gpus_per_job)
         check_limit("max_runtime_minutes", self.max_runtime_minutes)

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from carme_core.db import ServiceDatabase, UTCDateTime
 
+from .disk import DiskUse
 from .limits import LIMIT_FIELDS, LimitError, Limits, ProjectTemplate, check_limit
 
 SERVICE = "carme-quota"  # version table alembic_version_carme_quota
@@ -44,7 +45,8 @@ MESSAGE_MAX = DESCRIPTION_MAX = 500
 STATES = ("pending", "approved", "denied")
 #: template field -> the limit whose rule it follows
 TEMPLATE_LIMITS = {"gpus_at_once": "gpus_per_job", "gpus_per_job": "gpus_per_job",
-                   "max_runtime_minutes": "max_runtime_minutes", "gpu_hours": "gpu_hours"}
+                   "max_runtime_minutes": "max_runtime_minutes", "gpu_hours": "gpu_hours",
+                   "disk_gib": "disk_gib", "disk_inodes": "disk_inodes"}
 
 
 class StoreError(ValueError):
@@ -79,6 +81,9 @@ class OverrideRow(Base):
     max_runtime_minutes: Mapped[int | None]
     jobs_per_day: Mapped[int | None]
     priority: Mapped[int | None]
+    scratch_gib: Mapped[float | None]
+    disk_gib: Mapped[float | None]
+    disk_inodes: Mapped[int | None] = mapped_column(sa.BigInteger)
     updated_at: Mapped[datetime]
     updated_by: Mapped[str]
 
@@ -91,6 +96,8 @@ class ProjectRow(Base):
     gpus_per_job: Mapped[int | None]
     max_runtime_minutes: Mapped[int | None]
     gpu_hours: Mapped[float | None]
+    disk_gib: Mapped[float | None]
+    disk_inodes: Mapped[int | None] = mapped_column(sa.BigInteger)
     partitions: Mapped[str] = mapped_column(sa.Text)  # a JSON list of partition names
     created_at: Mapped[datetime]
     created_by: Mapped[str]
@@ -147,6 +154,24 @@ class SyncStateRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     applied: Mapped[str] = mapped_column(sa.Text)
     applied_at: Mapped[datetime]
+
+
+class DiskUsageRow(Base):
+    """What the disk pass read last for one user or group (replaced by every pass; shown, never summed)."""
+
+    __tablename__ = "quota_disk_usage"
+    kind: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(sa.BigInteger)
+    used_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    limit_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    used_inodes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    limit_inodes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    exact: Mapped[bool]
+    measured_at: Mapped[datetime]
+
+
+SLOTS = {"slurm": 1, "disk": 2}  # SyncStateRow ids: what the sync set in SLURM, what the disk pass set
 
 
 # --- what the store hands out --------------------------------------------------------------------
@@ -506,14 +531,37 @@ class QuotaStore:
 
     # --- the sync's memory -----------------------------------------------------------------------
 
-    def last_applied(self) -> dict | None:
-        """What the sync applied to SLURM last (None before the first sync)."""
+    def last_applied(self, slot: str = "slurm") -> dict | None:
+        """What the sync applied to SLURM (slot "disk": the disk pass to the file system) last; None before."""
         with self.db.session() as session:
-            row = session.get(SyncStateRow, 1)
+            row = session.get(SyncStateRow, SLOTS[slot])
             return None if row is None else json.loads(row.applied)
 
-    def save_applied(self, state: Mapping[str, Any]) -> None:
+    def save_applied(self, state: Mapping[str, Any], slot: str = "slurm") -> None:
         with self.db.session() as session:
-            row = session.get(SyncStateRow, 1) or SyncStateRow(id=1)
+            row = session.get(SyncStateRow, SLOTS[slot]) or SyncStateRow(id=SLOTS[slot])
             row.applied, row.applied_at = json.dumps(state, sort_keys=True), _now()
             session.add(row)
+
+    # --- the disk pass's last reading ------------------------------------------------------------
+
+    def save_disk_usage(self, uses: Iterable[DiskUse]) -> None:
+        """Replace the last reading with `uses` (one transaction: readers see the old or the new one)."""
+        now = _now()
+        with self.db.session() as session:
+            session.execute(sa.delete(DiskUsageRow))
+            for u in uses:
+                session.add(DiskUsageRow(kind=u.kind, name=u.name, id=u.id, used_bytes=u.used_bytes,
+                                         limit_bytes=u.limit_bytes, used_inodes=u.used_inodes,
+                                         limit_inodes=u.limit_inodes, exact=u.exact, measured_at=u.measured_at or now))
+
+    def disk_usage(self, kind: str | None = None, names: Iterable[str] | None = None) -> list[DiskUse]:
+        """The last reading, of one kind ("user", "group") and these names if given."""
+        query = sa.select(DiskUsageRow).order_by(DiskUsageRow.kind, DiskUsageRow.name)
+        if kind is not None:
+            query = query.where(DiskUsageRow.kind == kind)
+        if names is not None:
+            query = query.where(DiskUsageRow.name.in_(list(names)))
+        with self.db.session() as session:
+            return [DiskUse(r.kind, r.name, r.id, r.used_bytes, r.limit_bytes, r.used_inodes, r.limit_inodes,
+                            r.exact, r.measured_at) for r in session.scalars(query)]

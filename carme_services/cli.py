@@ -146,6 +146,7 @@ def project_list(api, a):
 def project_create(api, a):
     template = {k: v for k, v in [("gpus_at_once", a.gpus_at_once), ("gpus_per_job", a.gpus_per_job),
                                   ("max_runtime_minutes", a.max_runtime_minutes), ("gpu_hours", a.gpu_hours),
+                                  ("disk_gib", a.disk_gib), ("disk_inodes", a.disk_inodes),
                                   ("partitions", a.partition)] if v is not None}
     body = {"name": a.name, "description": a.description, "managers": a.manager or [], "template": template}
     return api.quota("POST", "projects", body), client.project_text
@@ -216,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runtime-minutes", type=int, metavar="N")
     p.add_argument("--gpu-hours", type=float, metavar="H", help="the project's GPU-hour budget per period")
     p.add_argument("--partition", action="extend", nargs="+", metavar="P", help="partitions (default all)")
+    p.add_argument("--disk-gib", type=float, metavar="G", help="the project group's disk quota")
+    p.add_argument("--disk-inodes", type=int, metavar="N", help="the project group's file quota")
     project("request", project_request, "ask to join NAME", "NAME").add_argument("--message", default="")
     project("requests", project_requests, "NAME's pending requests (managers, admins)", "NAME")
     for verb, approve in (("approve", True), ("deny", False)):

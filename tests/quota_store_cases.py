@@ -19,8 +19,8 @@ from carme_quota.limits import Limits, ProjectTemplate
 from carme_quota.store import SERVICE, Base, QuotaStore, RequestRow, StoreError
 
 TABLES = {"quota_overrides", "quota_projects", "quota_project_managers", "quota_project_members",
-          "quota_membership_requests", "quota_audit", "quota_sync_state"}
-HEAD = "0002"
+          "quota_membership_requests", "quota_audit", "quota_sync_state", "quota_disk_usage"}
+HEAD = "0003"
 VERSION_TABLE = "alembic_version_carme_quota"
 
 
@@ -149,6 +149,7 @@ def test_a_project_is_created_once_and_its_name_is_a_slurm_account_name(store):
     assert store.project("vision") == project
     assert changes(store, "project:vision") == [("project.create", None, None, {
         "gpus_at_once": 8, "gpus_per_job": 2, "max_runtime_minutes": 480, "gpu_hours": 1000.0,
+        "disk_gib": None, "disk_inodes": None,
         "partitions": ["interactive", "batch"], "description": "CV lab", "managers": ["dave", "erin"]})]
     with pytest.raises(StoreError, match="project vision: already exists"):
         store.create_project("vision", ProjectTemplate(), [], actor="admin")

@@ -57,7 +57,8 @@ def daily_gpu_hours(jobs, user: str, since: datetime | None) -> list[dict]:
 def project_json(project: Project, full: bool) -> dict:
     data = {"name": project.name, "description": project.description, "managers": list(project.managers),
             "template": {**{k: getattr(project.template, k) for k in
-                            ("gpus_at_once", "gpus_per_job", "max_runtime_minutes", "gpu_hours")},
+                            ("gpus_at_once", "gpus_per_job", "max_runtime_minutes", "gpu_hours", "disk_gib",
+                             "disk_inodes")},
                          "partitions": list(project.template.partitions)}}
     if full:
         data["members"] = list(project.members)

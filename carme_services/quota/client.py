@@ -141,8 +141,8 @@ def use_of(limit: str, usage: dict) -> str:
 def report_text(report: dict) -> str:
     """One user's limits by layer and their use (GET api/users/NAME)."""
     limits, usage = report["limits"], report["usage"]
-    effective = {k: "no limit" if v is None else v for k, v in limits["effective"].items()}
-    rows = [[k, effective[k], limits["role_default"][k], limits["override"][k], use_of(k, usage)]
+    effective = {k: "no limit" if limits["effective"].get(k) is None else limits["effective"][k] for k in LIMIT_FIELDS}
+    rows = [[k, effective[k], limits["role_default"].get(k), limits["override"].get(k), use_of(k, usage)]
             for k in LIMIT_FIELDS]
     lines = [f"{report['user']} (role {report['role']}, account {shown(report['account'])})",
              table(["limit", "effective", "role default", "override", "use"], rows)]

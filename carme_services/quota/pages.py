@@ -32,9 +32,9 @@ def limit_rows(report: dict) -> list[dict]:
            "gpu_hours": usage["gpu_hours_used"] + usage["gpu_hours_held"]}
     rows = []
     for field, (label, unit, _) in LIMIT_FIELDS.items():
-        source = next((SOURCES[layer] for layer in ("override", "role_default") if limits[layer][field] is not None), "")
+        source = next((SOURCES[layer] for layer in ("override", "role_default") if limits[layer].get(field) is not None), "")
         used = use.get("servers" if field == "max_servers" else field)
-        rows.append({"field": field, "label": label, "limit": _shown(field, limits["effective"][field]),
+        rows.append({"field": field, "label": label, "limit": _shown(field, limits["effective"].get(field)),
                      "use": "" if used is None else f"{used:g} {unit}", "source": source})
     return rows
 
@@ -95,7 +95,9 @@ class ProjectsPage(QuotaHandler):
                                        for f, kind_, label in (("gpus_at_once", "gpus_per_job", "GPUs at once"),
                                                                ("gpus_per_job", "gpus_per_job", "GPUs per server"),
                                                                ("max_runtime_minutes", "max_runtime_minutes", "runtime"),
-                                                               ("gpu_hours", "gpu_hours", "GPU-hours per period"))],
+                                                               ("gpu_hours", "gpu_hours", "GPU-hours per period"),
+                                                               ("disk_gib", "disk_gib", "group disk space"),
+                                                               ("disk_inodes", "disk_inodes", "group files"))],
                      "requests": await self.in_store(self.store.requests, p.name) if manages else []}
             if manages or entry["member"]:
                 entry["members"] = p.members

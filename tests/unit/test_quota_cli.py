@@ -122,6 +122,9 @@ def test_show_without_user_asks_the_hub_who_you_are_and_prints_a_row_per_limit(h
         ["max_runtime_minutes", "480", "480", "-", "-"],
         ["jobs_per_day", "no limit", "-", "-", "3 today"],
         ["priority", "no limit", "-", "-", "-"],
+        ["scratch_gib", "no limit", "-", "-", "-"],
+        ["disk_gib", "no limit", "-", "-", "-"],
+        ["disk_inodes", "no limit", "-", "-", "-"],
     ]
     assert out.startswith("alice (role user, account carme)\n")
     assert "GPU-hours reset at 2030-02-01T00:00:00" in out and "projects: vision" in out
