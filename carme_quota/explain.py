@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from .admission import Usage
+from .disk import DiskUse, over_words, use_words
 from .limits import Limits
 
 PERIOD_WORDS = {"DAILY": "today", "WEEKLY": "this week", "MONTHLY": "this month", "QUARTERLY": "this quarter",
@@ -37,4 +38,16 @@ def form_lines(limits: Limits, usage: Usage, period: str, project_gpus: Mapping[
     if limits.max_runtime_minutes is not None:
         hours, minutes = divmod(limits.max_runtime_minutes, 60)
         lines.append(f"runtime per server: up to {hours} h" + (f" {minutes} min" if minutes else ""))
+    return lines
+
+
+def disk_lines(disk: Iterable[DiskUse]) -> list[str]:
+    """The disk pass's last reading in words: "disk (global file system): 12.0 of 10.0 GiB, ..." and,
+    over a limit, why writes may fail."""
+    lines = []
+    for use in disk:
+        what = "disk (global file system)" if use.kind == "user" else f"disk of project {use.name}"
+        lines.append(f"{what}: {use_words(use)}")
+        if over_words(use):
+            lines.append(over_words(use))
     return lines

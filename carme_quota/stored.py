@@ -14,6 +14,7 @@ from functools import cache
 
 from carme_core.db import ServiceDatabase
 
+from .disk import DiskUse
 from .limits import Limits, ProjectTemplate
 from .store import MIGRATIONS, SERVICE, QuotaStore
 
@@ -30,13 +31,15 @@ class StoredQuota:
     override: Limits | None = None
     projects: tuple[str, ...] = ()
     template: ProjectTemplate | None = None  # of the project asked for, if the user is a member
+    disk: tuple[DiskUse, ...] = ()  # the disk pass's last reading: the user's, then their projects' groups'
 
 
 def _stored(db_url: str, user: str, project: object) -> StoredQuota:
     store = _store(db_url)
     projects = tuple(store.projects_of(user))
     template = store.project(project).template if isinstance(project, str) and project in projects else None
-    return StoredQuota(store.override(user), projects, template)
+    disk = (*store.disk_usage("user", [user]), *store.disk_usage("group", projects))
+    return StoredQuota(store.override(user), projects, template, disk)
 
 
 async def stored_quota(db_url: str, user: str, project: object, log: logging.Logger) -> StoredQuota:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from carme_quota.disk import DiskUse
 from carme_quota.limits import Limits, ProjectTemplate
 
 from .accounts import JobAccount
@@ -31,3 +32,4 @@ class UserQuota(NamedTuple):
     limits: Limits  # effective
     projects: tuple[str, ...]  # the projects the user may choose
     template: ProjectTemplate | None  # of the project asked for, if the user is a member
+    disk: tuple[DiskUse, ...] = ()  # the disk pass's last reading of the user and their projects' groups

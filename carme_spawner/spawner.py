@@ -27,7 +27,8 @@ from traitlets import default
 from carme_core.roles import ADMIN, POWER, CarmeRoles, role_from_hub
 from carme_quota.admission import Refusal, Usage, admit, explain_slurm_refusal
 from carme_quota.budget import budget_warning, runtime_that_fits
-from carme_quota.explain import form_lines
+from carme_quota.disk import over_words
+from carme_quota.explain import disk_lines, form_lines
 from carme_quota.limits import Limits, ProjectTemplate, effective_limits
 from carme_quota.settings import CarmeQuota
 from carme_quota.stored import stored_quota
@@ -158,7 +159,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         quota = self.quota
         stored = await stored_quota(quota.db_url, self.user.name, project, self.log)
         limits = effective_limits(quota.role_default(account.role), stored.template, stored.override)
-        return UserQuota(limits, stored.projects, stored.template)
+        return UserQuota(limits, stored.projects, stored.template, stored.disk)
 
     def role(self) -> str:
         groups = [g.name for g in getattr(self.user, "groups", None) or ()]
@@ -202,7 +203,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         """The options form: exactly the choices parse_options will accept for this user."""
         account = await self.job_account()
         images = await self.image_choices(account)
-        quota, projects, _ = await self.user_quota(account)
+        quota, projects, _, disk = await self.user_quota(account)
         gpus = self.gpu_inventory()
         # SLURM knows the job's user by the account it runs as
         limits = self.spawn_limits(images, quota, projects, gpus, refused_reservations(self.reservations(), account.username))
@@ -213,7 +214,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         if self.name:
             estimate += f"/servers/{quote(self.name, safe='')}"
         return render_options_form([i.choice for i in images], limits, defaults,
-                                   quota_lines=await self.quota_lines(account, quota, projects),
+                                   quota_lines=await self.quota_lines(account, quota, projects) + disk_lines(disk),
                                    gpus=gpus, gpus_age_seconds=age, estimate_url=estimate,
                                    reservations=reservations, now=time.time(),
                                    scratch_line=self.scratch_line(self.view.nodes.items.values()),
@@ -353,8 +354,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             raise SpawnFailed(f"Over your quota: {refusal.message}", 403)
         warning = budget_warning(request.gpus, request.runtime_minutes, limits, usage, quota.budget_warning,
                                  quota.usage_reset_period)
-        if warning:
-            self._emit(warning, 5)
+        for warning in [warning, *map(over_words, prepared.quota.disk)]:
+            if warning:
+                self._emit(warning, 5)
         return prepared
 
     def fit_reservation(self, prepared: PreparedSpawn) -> PreparedSpawn:
