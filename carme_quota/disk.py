@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from .limits import ProjectTemplate
+
 GIB = 1024**3
 KINDS = {"user": "--uid", "group": "--gid"}
 CSV_HEADER = "name,id,size,hard,files,hard"
@@ -91,6 +93,11 @@ class DiskChange:
 
 def limit_bytes(gib: float | None) -> int | None:
     return None if gib is None else round(gib * GIB)
+
+
+def group_limits(template: ProjectTemplate) -> Wanted:
+    """A project template's disk limits for the project's group: (bytes, files)."""
+    return (limit_bytes(template.disk_gib), template.disk_inodes)
 
 
 def _check_kind(kind: str) -> str:

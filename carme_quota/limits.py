@@ -158,3 +158,4 @@ def effective_limits(
     if project is not None:
         override = replace(override, gpu_hours=None)
     return override.over(base)
+

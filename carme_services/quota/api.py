@@ -6,6 +6,7 @@
     DELETE api/users/NAME/override     drop it                                                  admin
     GET    api/audit[?target=user:NAME&limit=N]   who changed what, when, old -> new            admin
     GET    api/sync                    the last sync: commands, drift, error                    admin
+    GET    api/disk                    the disk pass's last reading of everyone, its changes     admin
     POST   api/sync[?dry_run=1][&overwrite_drift=1]  sync now (also putting back hand-made changes) admin
     GET    api/projects                the projects (members, GPU-hours used: to members, managers)  any user
     POST   api/projects                create {name, description, template, managers}           admin
@@ -111,11 +112,16 @@ class QuotaHandler(CarmeServiceHandler):
                       "resets_at": usage.resets_at.isoformat() if usage.resets_at else None,
                       "period_start": period_start.isoformat() if period_start else None},
             "history": daily_gpu_hours(view["recent_jobs"], name, period_start),
-            "projects": await self.in_store(self.store.projects_of, name),
+            "projects": (projects := await self.in_store(self.store.projects_of, name)),
+            "disk": [u.to_dict() for u in await self.in_store(self.disk_of, name, projects)],
             "running": [{"job_id": j.job_id, "name": j.name, "state": j.state, "gpus": j.gpus, "account": j.account}
                         for j in jobs if j.user == name and j.is_active],
             "snapshot": view["usage_snapshot"],
         }
+
+    def disk_of(self, user: str, projects: list[str]) -> list:
+        """The disk pass's last reading of `user` and their projects' groups (empty: no disk pass)."""
+        return [*self.store.disk_usage("user", [user]), *self.store.disk_usage("group", projects)]
 
     async def view(self) -> dict:
         hub = self.service.hub_client()
@@ -207,6 +213,15 @@ class SyncHandler(QuotaHandler):
         self.write_json(await self.service.sync(dry_run=flag("dry_run"), overwrite_drift=flag("overwrite_drift")))
 
 
+class DiskHandler(QuotaHandler):
+    @web.authenticated
+    async def get(self):
+        self.require_admin()
+        reading = await self.in_store(self.store.disk_usage)
+        self.write_json({"pass": self.service.last_disk, "backend": self.service.disk_backend or None,
+                         "usage": [u.to_dict() for u in reading]})
+
+
 class ProjectsHandler(QuotaHandler):
     @web.authenticated
     async def get(self):
@@ -289,6 +304,7 @@ def handlers() -> list[tuple[str, type, dict]]:
         (rf"api/users/{name}/override", OverrideHandler, {}),
         (r"api/audit", AuditHandler, {}),
         (r"api/sync", SyncHandler, {}),
+        (r"api/disk", DiskHandler, {}),
         (r"api/projects", ProjectsHandler, {}),
         (rf"api/projects/{name}/requests", RequestsHandler, {}),
         (rf"api/projects/{name}/requests/(\d+)", DecisionHandler, {}),

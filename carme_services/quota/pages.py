@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from tornado import web
 
+from carme_quota.disk import DiskUse, over_words, use_words
 from carme_quota.limits import LIMIT_FIELDS, LimitError, Limits
 
 from ..charts import bar_chart
@@ -59,6 +60,18 @@ def near_budget(report: dict, threshold: float) -> str:
             "servers that do not fit the rest cannot start.")
 
 
+def disk_rows(report: dict) -> list[dict]:
+    """The disk pass's last reading, one row per user or project group: the use in words, the share of
+    the space limit (for a bar), and why writes may fail when over a limit."""
+    rows = []
+    for raw in report.get("disk", []):
+        use = DiskUse(**{k: v for k, v in raw.items() if k not in ("reached", "measured_at")})
+        share = min(100, round(100 * use.used_bytes / use.limit_bytes)) if use.limit_bytes else None
+        rows.append({"what": "you" if use.kind == "user" else f"project {use.name}", "words": use_words(use),
+                     "share": share, "over": over_words(use), "measured_at": (raw.get("measured_at") or "")[:16]})
+    return rows
+
+
 def daily_chart(report: dict, now: datetime) -> str:
     """GPU-hours per day from the start of the usage period (at most 31 days back) until today."""
     per_day = {d["day"]: d["gpu_hours"] for d in report.get("history", [])}
@@ -77,6 +90,7 @@ class UsagePage(QuotaHandler):
         self.finish(self.render_page("quota_usage.html", report=report, rows=limit_rows(report),
                                      warning=near_budget(report, self.service.quota.budget_warning),
                                      summary=summary(report), chart=daily_chart(report, datetime.now()),
+                                     disk=disk_rows(report),
                                      is_admin=self.is_admin(), snapshot_age=report["snapshot"].get("last_snapshot")))
 
 

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from prometheus_client import Gauge
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from carme_core.roles import ROLES, role_of_model
 from carme_quota.desired import ProjectPolicy, desired_state, unmanageable
@@ -21,11 +21,22 @@ from carme_quota.sacctmgr import (
     parse_state,
     plan,
 )
+from carme_quota.disk import group_limits
 from carme_quota.settings import CarmeQuota
 from carme_quota.store import QuotaStore, database
 from carme_slurm import command_env, run_command
 
 from ..base import CarmeService, PeriodicTask
+from .disk_pass import (
+    BeegfsBackend,
+    DirectoryBackend,
+    gid_of,
+    keys_from_json,
+    keys_to_json,
+    run_disk_pass,
+    uid_of,
+    wanted_limits,
+)
 from ..wiring import (
     ServiceSettings,
     admins_role,
@@ -58,6 +69,25 @@ class QuotaService(CarmeService):
     min_uid = Integer(1000, config=True, help="Hub users whose account on this host has a lower uid (root, "
                       "daemons) get no association (as CarmeSpawner.min_uid keeps their jobs out).")
 
+    disk_backend = Enum(["", "beegfs", "directory"], "", config=True, help="Where disk limits (disk_gib, "
+                        "disk_inodes) live: beegfs (beegfs-ctl --setquota/--getquota: BeeGFS enforces them), "
+                        "directory (each user's and project's directory is measured; nothing enforces the limits, "
+                        "users are warned), empty: no disk pass.")
+    beegfs_ctl = Unicode("beegfs-ctl", config=True, help="The beegfs-ctl command (name on PATH or absolute path).")
+    beegfs_mount = Unicode("", config=True, help="beegfs-ctl --mount=: the BeeGFS mount point to act on "
+                           "(empty: beegfs-ctl's default client configuration).")
+    beegfs_storage_pool = Integer(1, config=True, help="beegfs-ctl --storagepoolid=: the storage pool whose quota "
+                                  "Carme sets and reads.")
+    project_group = Unicode("{project}", config=True, help="The Unix group owning a project's files, whose group "
+                            "quota the project template's disk limits set; {project} is the project's name.")
+    disk_user_dir = Unicode("", config=True, help="directory backend: a user's directory, {username} filled in, "
+                            "e.g. /home/{username}.")
+    disk_project_dir = Unicode("", config=True, help="directory backend: a project's directory, {project} filled in.")
+    disk_scan_max_entries = Integer(200_000, config=True, help="directory backend: stop counting a directory after "
+                                    "this many entries (the use is then shown as 'at least').")
+    disk_scan_max_seconds = Float(30.0, config=True, help="directory backend: stop counting a directory after this "
+                                  "many seconds (in a worker thread, never on the event loop).")
+
     aliases = {**CarmeService.aliases, "db-url": "QuotaService.db_url", "cluster": "QuotaService.cluster"}
     flags = {"once": ({"QuotaService": {"once": True}}, "one sync, print it, exit"),
              "dry-run": ({"QuotaService": {"dry_run": True}}, "plan the sacctmgr commands, never run them")}
@@ -67,6 +97,7 @@ class QuotaService(CarmeService):
         if not self.db_url:
             raise SystemExit(f"{NAME}: db_url is not set (carme: quota: db_url: in the settings file)")
         self.last_sync: dict = {"at": None, "commands": [], "drift": [], "error": None, "dry_run": self.dry_run}
+        self.last_disk: dict = {"at": None, "changes": [], "error": None, "enforced": None}
         self._sync_lock = asyncio.Lock()
 
     @cached_property
@@ -83,6 +114,20 @@ class QuotaService(CarmeService):
     def drift_gauge(self) -> Gauge:
         return Gauge("carme_quota_drift", "Limits changed by hand in SLURM, found by the last sync",
                      registry=self.metrics.registry)
+
+    @cached_property
+    def disk_over_gauge(self) -> Gauge:
+        return Gauge("carme_quota_disk_over_limit", "Users and project groups at or over a disk limit, by the "
+                     "last disk pass", registry=self.metrics.registry)
+
+    @cached_property
+    def disk(self):
+        if self.disk_backend == "beegfs":
+            return BeegfsBackend(self.beegfs_ctl, self.beegfs_storage_pool, self.beegfs_mount)
+        if self.disk_backend == "directory":
+            return DirectoryBackend(self.disk_user_dir, self.disk_project_dir, self.disk_scan_max_entries,
+                                    self.disk_scan_max_seconds)
+        return None
 
     def web_handlers(self):
         from .api import handlers
@@ -144,7 +189,34 @@ class QuotaService(CarmeService):
                 self.log.warning("sync failed: %s: %s", type(e).__name__, e)
                 result = {**self.last_sync, "error": f"{e}", "error_at": began}
             self.last_sync = {**result, "took_s": round(time.time() - began, 3)}
+            if self.disk is not None and not dry_run:
+                await self.disk_pass(overwrite_drift or self.overwrite_drift)
             return self.last_sync
+
+    async def disk_pass(self, overwrite_drift: bool) -> dict:
+        """The policy's disk limits onto the file system and its use read back (`disk_pass`); a report."""
+        began = time.time()
+        try:
+            users = await self.hub_roles()
+            overrides, projects = await asyncio.to_thread(self.policy_inputs)
+            defaults = {role: self.quota.role_default(role) for role in ROLES}
+            project_limits = {p.name: group_limits(p.template) for p in projects}
+            wanted, missing = wanted_limits(users, defaults, overrides, project_limits, uid_of,
+                                            lambda p: gid_of(self.project_group.format(project=p)))
+            if missing:
+                self.log.warning("disk: no id on this host for %s", ", ".join(missing))
+            last = keys_from_json(await asyncio.to_thread(self.store.last_applied, "disk"))
+            changes, reading, applied = await run_disk_pass(self.disk, wanted, last, overwrite_drift, self.log)
+            await asyncio.to_thread(self.store.save_disk_usage, reading.values())
+            await asyncio.to_thread(self.store.save_applied, keys_to_json(applied), "disk")
+            self.disk_over_gauge.set(sum(bool(u.reached()) for u in reading.values()))
+            self.last_disk = {"at": time.time(), "enforced": self.disk.enforced, "error": None, "missing": missing,
+                              "changes": [vars(c) for c in changes], "read": len(reading)}
+        except Exception as e:  # noqa: BLE001 - a report; the next sync tries again
+            self.log.warning("disk pass failed: %s: %s", type(e).__name__, e)
+            self.last_disk = {**self.last_disk, "error": f"{e}", "error_at": began}
+        self.last_disk["took_s"] = round(time.time() - began, 3)
+        return self.last_disk
 
     async def _sync(self, dry_run: bool, overwrite_drift: bool) -> dict:
         desired = await self.desired()
