@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from carme_quota.disk import DiskUse, use_words
 from carme_quota.limits import LIMIT_FIELDS, LimitError, check_limit
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -149,6 +150,10 @@ def report_text(report: dict) -> str:
     if usage.get("resets_at"):
         lines.append(f"GPU-hours reset at {usage['resets_at']}")
     lines.append(f"projects: {shown(report['projects'])}")
+    for d in report.get("disk", []):
+        use = DiskUse(**{k: v for k, v in d.items() if k not in ("reached", "measured_at")})
+        lines.append(f"disk of {'you' if use.kind == 'user' else 'project ' + use.name}: {use_words(use)}"
+                     + (f" (limit reached: {', '.join(d['reached'])})" if d.get("reached") else ""))
     lines += [f"running: job {j['job_id']} {j['name']} {j['state']}, GPUs {j['gpus']}, account {j['account']}"
               for j in report.get("running", [])]
     return "\n".join(lines)

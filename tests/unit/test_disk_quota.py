@@ -193,3 +193,13 @@ def test_the_directory_scan_is_bounded_and_says_when_it_stopped(tmp_path):
     reading = asyncio.run(backend.read({("user", 1001): ("alice", (4096, None)), ("group", 5): ("p", (1, 1))}))
     assert set(reading) == {("user", 1001)}  # no project directory configured
     assert reading[("user", 1001)].reached() == ["disk space"]  # shown and warned; nothing enforces it
+
+
+def test_carme_quota_show_prints_the_disk_reading():
+    from carme_services.quota.client import report_text
+
+    over = DiskUse("user", "alice", 1001, 12 * GIB, 10 * GIB, 1200, 100_000)
+    usage = {"servers": 0, "started_today": 0, "gpu_hours_used": 0, "gpu_hours_held": 0}
+    report = {"user": "alice", "role": "user", "account": "carme", "projects": [], "usage": usage,
+              "limits": {"effective": {}, "role_default": {}, "override": {}}, "disk": [over.to_dict()]}
+    assert "disk of you: 12.0 GiB of 10.0 GiB, 1,200 files of 100,000 (limit reached: disk space)" in report_text(report)
