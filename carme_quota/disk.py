@@ -73,6 +73,13 @@ class DiskUse:
                 "exact": self.exact, "measured_at": self.measured_at.isoformat() if self.measured_at else None,
                 "reached": self.reached()}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> DiskUse:
+        """Back from `to_dict` (an API answer): `reached` is derived, `measured_at` parsed."""
+        at = data.get("measured_at")
+        return cls(**{k: v for k, v in data.items() if k not in ("reached", "measured_at")},
+                   measured_at=datetime.fromisoformat(at) if at else None)
+
 
 @dataclass(frozen=True)
 class DiskChange:

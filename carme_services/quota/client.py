@@ -151,7 +151,7 @@ def report_text(report: dict) -> str:
         lines.append(f"GPU-hours reset at {usage['resets_at']}")
     lines.append(f"projects: {shown(report['projects'])}")
     for d in report.get("disk", []):
-        use = DiskUse(**{k: v for k, v in d.items() if k not in ("reached", "measured_at")})
+        use = DiskUse.from_dict(d)
         lines.append(f"disk of {'you' if use.kind == 'user' else 'project ' + use.name}: {use_words(use)}"
                      + (f" (limit reached: {', '.join(d['reached'])})" if d.get("reached") else ""))
     lines += [f"running: job {j['job_id']} {j['name']} {j['state']}, GPUs {j['gpus']}, account {j['account']}"

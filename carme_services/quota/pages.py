@@ -65,7 +65,7 @@ def disk_rows(report: dict) -> list[dict]:
     the space limit (for a bar), and why writes may fail when over a limit."""
     rows = []
     for raw in report.get("disk", []):
-        use = DiskUse(**{k: v for k, v in raw.items() if k not in ("reached", "measured_at")})
+        use = DiskUse.from_dict(raw)
         share = min(100, round(100 * use.used_bytes / use.limit_bytes)) if use.limit_bytes else None
         rows.append({"what": "you" if use.kind == "user" else f"project {use.name}", "words": use_words(use),
                      "share": share, "over": over_words(use), "measured_at": (raw.get("measured_at") or "")[:16]})
