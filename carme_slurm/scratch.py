@@ -111,6 +111,16 @@ def scratch_words(layout: ScratchLayout, node_tmp_mb: dict[str, int]) -> str:
             f"{size}; it is deleted when the server stops, so copy what you keep to your home or project.")
 
 
+def scratch_capacity_mb(nodes) -> dict[str, int]:
+    """{partition: the largest TmpDisk (MB, SLURM's 2**20 bytes) of its nodes, whatever their state}:
+    a server runs on one node, so a job asking more scratch (--tmp) than this can never start there."""
+    capacity: dict[str, int] = {}
+    for node in nodes:
+        for partition in node.partitions:
+            capacity[partition] = max(capacity.get(partition, 0), node.tmp_disk_mb)
+    return capacity
+
+
 def _gb(mb: int) -> str:
     return f"{mb / 1000:.0f} GB" if mb >= 10_000 else f"{mb / 1000:.1f} GB"
 

@@ -21,7 +21,7 @@ import slurm_templates
 from carme_slurm.scratch import ScratchLayout, check_layout
 from container_catalog.fields import forbidden_env_reason
 
-from .options import SpawnRequest, format_runtime
+from .options import MIB_PER_GIB, SpawnRequest, format_runtime
 
 JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -39,7 +39,7 @@ _EXPORT_KEYWORDS = ("ALL", "NONE", "NIL")
 #: options Carme sets itself; a site must not set them again through extra_sbatch
 _OWN_OPTIONS = (
     "job-name", "comment", "partition", "time", "nodes", "ntasks", "cpus-per-task", "mem",
-    "gres", "gpus", "reservation", "output", "error", "chdir", "export", "wrap", "account",
+    "gres", "gpus", "reservation", "output", "error", "chdir", "export", "wrap", "account", "tmp",
 )
 
 
@@ -120,6 +120,8 @@ def _directives(request: SpawnRequest, site: JobSite) -> list[str]:
         f"--cpus-per-task={request.cpus}",
         f"--mem={request.memory_mb}M",
     ]
+    if request.scratch_gib > 0:  # SLURM places the job on a node with that much TmpDisk (MiB)
+        directives.append(f"--tmp={request.scratch_gib * MIB_PER_GIB}M")
     if request.gpus > 0:
         kind = f"{request.gpu_type}:" if request.gpu_type else ""  # checked by parse_options (GPU_TYPE)
         directives.append(f"--gres=gpu:{kind}{request.gpus}")

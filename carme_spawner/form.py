@@ -17,7 +17,7 @@ import jinja2
 
 from container_catalog import owner_label
 
-from .options import SpawnLimits, format_duration, route_partition
+from .options import MIB_PER_GIB, SpawnLimits, format_duration, route_partition, scratch_most_gib
 from .reservation_choice import ReservationChoice
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -50,6 +50,7 @@ class FormDefaults:
     partition: str = ""  # "" = automatic routing
     reservation: str = ""
     gpu_type: str = ""  # "" = any type
+    scratch_gib: str = ""  # "" = the site's default
 
 
 def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimits, images: list[ImageChoice],
@@ -76,7 +77,40 @@ def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimit
     known_types = {t for types in limits.gpu_capacity.values() for t in types if t}
     gpu_type = last.get("gpu_type") if last.get("gpu_type") in known_types else ""
     return FormDefaults(image=image, gpus=gpus, runtime=runtime[:16], partition=partition, reservation=reservation,
-                        gpu_type=gpu_type)
+                        gpu_type=gpu_type, scratch_gib=_scratch_default(last.get("scratch_gib"), limits))
+
+
+def _scratch_default(last: Any, limits: SpawnLimits) -> str:
+    """The last scratch size if it still fits anywhere, else the site's default lowered as parse lowers it."""
+    if not limits.scratch:
+        return ""
+    most = scratch_most_gib(limits)
+    if isinstance(last, (int, str)) and str(last).isdigit() and (most is None or int(last) <= most):
+        return str(int(last))
+    default = limits.default_scratch_gib if most is None else min(limits.default_scratch_gib, most)
+    return str(default) if default else ""
+
+
+def scratch_field(limits: SpawnLimits) -> dict[str, tuple[int | None, str]]:
+    """{partition: (the most GiB of scratch a server there may ask for, None: no bound known; the
+    field's hint)}: the form's maximum follows the user's limit and the partition's largest node."""
+    field = {}
+    default = limits.default_scratch_gib
+    for partition in limits.partitions:
+        most = scratch_most_gib(limits, partition.name)
+        why = []
+        if limits.max_scratch_gib is not None:
+            why.append(f"your limit: {limits.max_scratch_gib:g} GiB")
+        capacity = limits.scratch_capacity_mb.get(partition.name)
+        if capacity is not None:
+            why.append(f"the largest node of {partition.name}: {capacity // MIB_PER_GIB} GiB")
+        if most is None:
+            bound, asked = f"any size SLURM can place on {partition.name}", default
+        else:
+            bound, asked = f"up to {most} GiB on {partition.name} ({'; '.join(why)})", min(default, most)
+        empty = f"{asked} GiB" if asked else "none, any node"
+        field[partition.name] = (most, f"On the node's local SSD, {bound}. Empty: {empty}.")
+    return field
 
 
 def render_options_form(
@@ -108,6 +142,7 @@ def render_options_form(
         "max_minutes": limits.interactive_max_runtime_minutes,
     }
     partition, reason = route_partition(defaults.gpus, limits.default_runtime_minutes, limits)
+    scratch = scratch_field(limits) if limits.scratch else {}
     return env.get_template("options_form.html").render(
         images=images,
         limits=limits,
@@ -128,6 +163,8 @@ def render_options_form(
         reservations=[(r.name, r.words(now), r.active) for r in reservations],
         booking_url=booking_url,
         scratch_line=scratch_line,
+        scratch=scratch.get(defaults.partition or partition.name, (None, "")),
+        scratch_json=json.dumps(scratch),
     )
 
 

@@ -7,6 +7,7 @@ untrusted input into a :class:`SpawnRequest` safe for a batch script, or raises 
 from __future__ import annotations
 
 import contextvars
+import math
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 from container_catalog.fields import CHOICE_ID, CHOICE_ID_RULE
 from container_catalog.image_reference import ImageReferenceError, check_image_reference
 
-KNOWN_OPTIONS = ("gpu_type", "gpus", "image", "partition", "project", "reservation", "runtime")
+KNOWN_OPTIONS = ("gpu_type", "gpus", "image", "partition", "project", "reservation", "runtime", "scratch_gib")
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -25,6 +26,8 @@ FORM_TRANSPORT_FIELDS = ("_xsrf",)
 IMAGE_ID = CHOICE_ID  # the catalog owns the rules for image ids and references
 
 _DIGITS = re.compile(r"[0-9]{1,3}")
+_GIB = re.compile(r"[0-9]{1,7}")
+MIB_PER_GIB = 1024  # SLURM's TmpDisk and --tmp count MB of 2**20 bytes
 _RUNTIME_MINUTES = re.compile(r"[0-9]{1,6}")
 _RUNTIME_CLOCK = re.compile(r"([0-9]{1,4}):([0-5][0-9])(?::([0-5][0-9]))?")  # H:MM or H:MM:SS
 _RUNTIME_DAYS = re.compile(r"([0-9]{1,3})-([01]?[0-9]|2[0-3])(?::([0-5][0-9]))?")  # D-HH or D-HH:MM
@@ -78,6 +81,15 @@ class SpawnLimits:
     #: reservation name -> why SLURM would refuse this user's job in it (another user's), from the
     #: hub's view; a reservation missing here is left to SLURM
     refused_reservations: Mapping[str, str] = field(default_factory=dict)
+    #: the site gives jobs a scratch (CarmeSpawner.scratch): only then may a server ask for its size
+    scratch: bool = False
+    #: the user's effective scratch_gib limit (GiB per server); None: no limit
+    max_scratch_gib: float | None = None
+    #: the size a server asks for when its user names none (GiB; 0: none, any node)
+    default_scratch_gib: int = 0
+    #: partition -> the largest TmpDisk (MiB) of its nodes, from the hub's view; a partition
+    #: missing here is not known: its scratch sizes are left to SLURM
+    scratch_capacity_mb: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         # freeze the containers too, so nothing changes after validation
@@ -90,6 +102,7 @@ class SpawnLimits:
         object.__setattr__(self, "image_gpu_types", MappingProxyType(
             {i: tuple(types) for i, types in self.image_gpu_types.items()}))
         object.__setattr__(self, "refused_reservations", MappingProxyType(dict(self.refused_reservations)))
+        object.__setattr__(self, "scratch_capacity_mb", MappingProxyType(dict(self.scratch_capacity_mb)))
 
     def partition(self, name: str) -> PartitionPolicy | None:
         """The policy of the partition called `name`, if there is one."""
@@ -115,6 +128,7 @@ class SpawnRequest:
     routing_reason: str
     project: str | None = None  # the job's SLURM account; None: the user's own
     gpu_type: str = ""  # a SLURM gres type (--gres=gpu:TYPE:N); "" any type
+    scratch_gib: int = 0  # the job's scratch size (--tmp, a node with that much TmpDisk); 0: none asked
 
     def __post_init__(self):
         if not _MINTING.get():
@@ -149,6 +163,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
     _check_image_gpus(image_id, gpus, limits)
     gpu_type = _check_gpu_type(_parse_gpu_type(given.get("gpu_type")), gpus, partition.name, image_id, limits)
     project = _parse_project(given.get("project"), limits)
+    scratch_gib = _parse_scratch(given.get("scratch_gib"), partition.name, limits)
 
     minting = _MINTING.set(True)
     try:
@@ -164,6 +179,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
             routing_reason=reason,
             project=project,
             gpu_type=gpu_type,
+            scratch_gib=scratch_gib,
         )
     finally:
         _MINTING.reset(minting)
@@ -182,6 +198,17 @@ def options_from_form_data(formdata: Mapping[str, list[str]]) -> dict:
         if not (isinstance(value, str) and value.strip() == ""):
             options[key] = value
     return options
+
+
+def scratch_most_gib(limits: SpawnLimits, partition: str | None = None) -> int | None:
+    """The most GiB of scratch a server may ask for: the user's limit and what the largest node of
+    `partition` can give (None: of any partition, for the form); None when neither bounds it."""
+    bounds = [] if limits.max_scratch_gib is None else [math.floor(limits.max_scratch_gib)]
+    names = [p.name for p in limits.partitions] if partition is None else [partition]
+    capacity = [limits.scratch_capacity_mb.get(name) for name in names]
+    if capacity and None not in capacity:  # a partition the view does not know: SLURM decides
+        bounds.append(max(capacity) // MIB_PER_GIB)
+    return min(bounds) if bounds else None
 
 
 def format_runtime(minutes: int) -> str:
@@ -244,6 +271,12 @@ def validate_limits(limits: SpawnLimits) -> SpawnLimits:
             validate_image_reference(ref)
         except ValueError as e:
             raise ValueError(f"allowed_images[{image_id!r}]: {e}") from None
+    _require_int("default_scratch_gib", limits.default_scratch_gib, 0)
+    most = limits.max_scratch_gib
+    if most is not None and (type(most) not in (int, float) or not 0 <= most < math.inf):
+        raise ValueError(f"max_scratch_gib: must be a number of GiB >= 0 or None, got {_describe(most)}")
+    for name, mb in limits.scratch_capacity_mb.items():
+        _require_int(f"scratch_capacity_mb[{name!r}]", mb, 0)
     if limits.default_image not in limits.allowed_images:
         raise ValueError(f"default_image: {limits.default_image!r} is not in allowed_images")
     return limits
@@ -319,6 +352,33 @@ def _check_partition_limits(gpus: int, minutes: int, partition: PartitionPolicy)
     if minutes > partition.max_runtime_minutes:
         limit, asked = format_duration(partition.max_runtime_minutes), format_duration(minutes)
         raise OptionsError("runtime", f"at most {limit} on partition {partition.name} (asked for {asked})")
+
+
+def _parse_scratch(value: Any, partition: str, limits: SpawnLimits) -> int:
+    """The scratch size (GiB) of the job: the one asked for, checked against the user's limit and the
+    largest node of `partition`; else the site's default, lowered to what fits (0: none asked)."""
+    if value is None:
+        most = scratch_most_gib(limits, partition) if limits.scratch else 0
+        return limits.default_scratch_gib if most is None else min(limits.default_scratch_gib, most)
+    if isinstance(value, str) and _GIB.fullmatch(value.strip(" ")):
+        value = int(value.strip(" "))
+    if type(value) is not int or value < 0:
+        raise OptionsError("scratch_gib", f"must be a whole number of GiB, 0 or more (got {_describe(value)})")
+    if value == 0:
+        return 0  # none asked: any node
+    if not limits.scratch:
+        raise OptionsError("scratch_gib", f"servers get no scratch on this site (asked for {_describe(value)} GiB)")
+    limit = limits.max_scratch_gib
+    if limit is not None and value > limit:
+        raise OptionsError("scratch_gib", f"{_describe(value)} GiB is above your limit of {limit:g} GiB "
+                                          "of job scratch per server")
+    capacity = limits.scratch_capacity_mb.get(partition)  # None: not known, SLURM decides
+    if capacity is not None and value * MIB_PER_GIB > capacity:
+        most = f"at most {capacity // MIB_PER_GIB} GiB fit" if capacity >= MIB_PER_GIB else "no scratch size fits"
+        raise OptionsError("scratch_gib", f"{most} on the local SSD of the largest node of partition {partition} "
+                                          f"(its TmpDisk: {capacity} MB), and a server runs on one node "
+                                          f"(asked for {value} GiB)")
+    return value
 
 
 def _parse_project(value: Any, limits: SpawnLimits) -> str | None:

@@ -16,7 +16,7 @@ from traitlets.config import LoggingConfigurable
 from carme_quota.limits import Limits
 from carme_slurm import job_comment
 from carme_slurm.gpu_inventory import TypeCount, type_memory_gb
-from carme_slurm.scratch import ScratchLayout, layout_from_settings, scratch_words
+from carme_slurm.scratch import ScratchLayout, layout_from_settings, scratch_capacity_mb, scratch_words
 
 from .accounts import DENIED_USERS, JobAccount
 from .batch_script import JobSite
@@ -215,6 +215,21 @@ class CarmeSpawnerSettings(LoggingConfigurable):
             raise TraitError(f"CarmeSpawner.scratch.{e}") from None
         return proposal["value"]
 
+    scratch_default_gib = Integer(
+        0,
+        config=True,
+        help="The scratch size (GiB) a server asks for when its user names none: sbatch --tmp, so SLURM "
+        "places the job on a node with that much TmpDisk (lowered to the user's scratch_gib limit and the "
+        "partition's largest node); 0: none, any node. Set by the carme-scratch service's wiring from its "
+        "default_gib; only with a scratch.",
+    )
+
+    @validate("scratch_default_gib")
+    def _check_scratch_default_gib(self, proposal):
+        if not 0 <= proposal.value <= 1_000_000:
+            raise TraitError(f"CarmeSpawner.scratch_default_gib must be 0..1000000 GiB, not {proposal.value}")
+        return proposal.value
+
     def scratch_layout(self) -> ScratchLayout | None:
         return layout_from_settings(self.scratch) if self.scratch else None
 
@@ -222,6 +237,12 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         """The form's words on the job's scratch ("" without one); sizes from the nodes' TmpDisk."""
         layout = self.scratch_layout()
         return scratch_words(layout, {n.name: n.tmp_disk_mb for n in nodes}) if layout else ""
+
+    def scratch_capacity(self) -> dict[str, int] | None:
+        """The largest TmpDisk by partition from the hub's view's last nodes snapshot (no SLURM call);
+        None before the first one (then SLURM alone judges scratch sizes)."""
+        nodes = self.view.nodes
+        return scratch_capacity_mb(nodes.items.values()) if nodes.snapshot_started else None
 
     def job_site(self, account: JobAccount, env_names, image: CatalogImage, project: str | None = None,
                  mounts: tuple[str, ...] = ()) -> JobSite:
@@ -267,10 +288,12 @@ class CarmeSpawnerSettings(LoggingConfigurable):
 
     def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None,
                      projects: tuple[str, ...] = (), gpus: Mapping[str, Mapping[str, TypeCount]] | None = None,
-                     refused_reservations: Mapping[str, str] | None = None) -> SpawnLimits:
+                     refused_reservations: Mapping[str, str] | None = None,
+                     scratch_capacity: Mapping[str, int] | None = None) -> SpawnLimits:
         """The form's and the options' limits: the site's, lowered to the user's quota where it is lower;
         the GPU types from `gpus` (gpu_inventory of the hub's view; None: not known); the
-        reservations SLURM would refuse this user (from the view)."""
+        reservations SLURM would refuse this user (from the view); the scratch sizes the partitions'
+        nodes can give (`scratch_capacity`; None: not known)."""
         quota = quota or Limits()
         max_gpus = min(self.max_gpus, quota.gpus_per_job if quota.gpus_per_job is not None else self.max_gpus)
         max_runtime = max(1, min(self.max_runtime_minutes, quota.max_runtime_minutes or self.max_runtime_minutes))
@@ -295,6 +318,10 @@ class CarmeSpawnerSettings(LoggingConfigurable):
                 gpu_capacity={p: {t: c.most_on_a_node for t, c in types.items()} for p, types in (gpus or {}).items()},
                 image_gpu_types={i.choice.id: self.image_gpu_types(i.choice, gpus or {}) for i in images},
                 refused_reservations=refused_reservations or {},
+                scratch=bool(self.scratch),
+                max_scratch_gib=quota.scratch_gib,
+                default_scratch_gib=self.scratch_default_gib,
+                scratch_capacity_mb=scratch_capacity or {},
             )
         )
 

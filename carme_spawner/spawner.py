@@ -206,7 +206,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         quota, projects, _, disk = await self.user_quota(account)
         gpus = self.gpu_inventory()
         # SLURM knows the job's user by the account it runs as
-        limits = self.spawn_limits(images, quota, projects, gpus, refused_reservations(self.reservations(), account.username))
+        limits = self.spawn_limits(images, quota, projects, gpus, refused_reservations(self.reservations(), account.username),
+                                   self.scratch_capacity())
         reservations = reservation_choices(self.reservations(), account.username, time.time())
         defaults = defaults_from_last_choice(self.user_options, limits, [i.choice for i in images], reservations)
         age = time.time() - self.view.nodes.snapshot_started if gpus is not None else None
@@ -313,7 +314,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         options = {k: v for k, v in (user_options or {}).items() if k not in self.wrapper_option_keys}
         quota = await self.user_quota(account, options.get("project"))
         limits = self.spawn_limits(images, quota.limits, quota.projects, self.gpu_inventory(),
-                                   refused_reservations(self.reservations(), account.username))
+                                   refused_reservations(self.reservations(), account.username), self.scratch_capacity())
         return self._parsed(account, images, options, limits, quota)
 
     def _parsed(self, account: JobAccount, images, options: dict, limits: SpawnLimits,

@@ -17,7 +17,7 @@ from functools import cached_property
 
 from prometheus_client import Counter, Gauge
 from tornado import web
-from traitlets import Bool, Float, Integer, List, Unicode
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
 
 from carme_slurm import SlurmJob
 from carme_slurm.scratch import ScratchLayout, layout_from_settings, leftovers
@@ -62,6 +62,16 @@ class ScratchService(CarmeService):
     state_dir = Unicode(_DEFAULT.state_dir, config=True,
                         help="Root-only directory of the node scripts' BeeOND node files (job-<id>.nodes).")
     log_file = Unicode(_DEFAULT.log_file, config=True, help="The node scripts' log (and this service's removals).")
+    default_gib = Integer(0, config=True,
+                          help="The scratch size (GiB) a server asks for when its user names none (sbatch --tmp: "
+                          "a node with that much TmpDisk), lowered to the user's scratch_gib and the partition's "
+                          "largest node; 0: none, any node. Handed to the spawner (CarmeSpawner.scratch_default_gib).")
+
+    @validate("default_gib")
+    def _check_default_gib(self, proposal):
+        if not 0 <= proposal.value <= 1_000_000:
+            raise TraitError(f"default_gib: must be 0..1000000 GiB, not {proposal.value}")
+        return proposal.value
 
     sweep_interval = Float(300.0, config=True, help="Seconds between sweeps.")
     delay = Float(5.0, config=True, help="Seconds before the first sweep.")
@@ -280,7 +290,7 @@ def hub_service(settings: ServiceSettings) -> dict:
         ],
         "user_scopes": [f"{READ_SCOPE}!user", f"access:services!service={NAME}"],
         # the batch script binds the same paths the prolog makes
-        "config": {"CarmeSpawner": {"scratch": layout_settings(values)}},
+        "config": {"CarmeSpawner": {"scratch": layout_settings(values), "scratch_default_gib": app.default_gib}},
     }
 
 

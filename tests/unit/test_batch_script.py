@@ -242,17 +242,21 @@ NEAR_VALID = {
     "image": st.sampled_from(["base", "torch"]),
     "project": st.sampled_from(["vision", "other", ""]),
     "gpu_type": st.sampled_from(["a100", "1g.10gb", "any", "", "h100"]),
+    "scratch_gib": st.sampled_from([0, 1, 50, 51, 100, 101, "20", " 5 ", "007", "-1", "1.5", "1e3", 10**9]),
 }
+#: LIMITS with a scratch: a limit of 100 GiB, the interactive nodes give 50 GiB, batch is not known
+SCRATCH_LIMITS = dataclasses.replace(LIMITS, scratch=True, max_scratch_gib=100.0, default_scratch_gib=10,
+                                     scratch_capacity_mb={"interactive": 50 * 1024})
 RAW_OPTIONS = st.fixed_dictionaries(
     {}, optional={field: st.one_of(NEAR_VALID[field], ANYTHING) for field in KNOWN_OPTIONS}
 ) | st.dictionaries(st.one_of(st.text(max_size=10), st.sampled_from(KNOWN_OPTIONS)), ANYTHING, max_size=4)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(raw=RAW_OPTIONS)
-def test_any_input_is_refused_or_yields_a_script_of_the_template_shape(raw):
+@given(raw=RAW_OPTIONS, limits=st.sampled_from([LIMITS, SCRATCH_LIMITS]))
+def test_any_input_is_refused_or_yields_a_script_of_the_template_shape(raw, limits):
     try:
-        req = parse_options(raw, LIMITS)
+        req = parse_options(raw, limits)
     except OptionsError as e:
         assert "\n" not in str(e) and "\r" not in str(e)
         return
