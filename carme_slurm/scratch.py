@@ -111,6 +111,14 @@ def scratch_words(layout: ScratchLayout, node_tmp_mb: dict[str, int]) -> str:
             f"{size}; it is deleted when the server stops, so copy what you keep to your home or project.")
 
 
+def session_words(layout: ScratchLayout, node: str, node_tmp_mb: int, asked_gib: int) -> str:
+    """What the running server's progress says about its scratch: where, on which node, how big."""
+    size = f"{_gb(node_tmp_mb)} on that SSD" if node_tmp_mb > 0 else "the SSD's free space"
+    asked = f", {asked_gib} GiB asked for" if asked_gib else ""
+    return (f"Your scratch: {layout.container_path} ($CARME_SCRATCH) on {node}'s local SSD ({size}{asked}); "
+            "it is deleted when the server stops.")
+
+
 def scratch_capacity_mb(nodes) -> dict[str, int]:
     """{partition: the largest TmpDisk (MB, SLURM's 2**20 bytes) of its nodes, whatever their state}:
     a server runs on one node, so a job asking more scratch (--tmp) than this can never start there."""

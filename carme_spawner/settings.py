@@ -16,7 +16,13 @@ from traitlets.config import LoggingConfigurable
 from carme_quota.limits import Limits
 from carme_slurm import job_comment
 from carme_slurm.gpu_inventory import TypeCount, type_memory_gb
-from carme_slurm.scratch import ScratchLayout, layout_from_settings, scratch_capacity_mb, scratch_words
+from carme_slurm.scratch import (
+    ScratchLayout,
+    layout_from_settings,
+    scratch_capacity_mb,
+    scratch_words,
+    session_words,
+)
 
 from .accounts import DENIED_USERS, JobAccount
 from .batch_script import JobSite
@@ -237,6 +243,14 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         """The form's words on the job's scratch ("" without one); sizes from the nodes' TmpDisk."""
         layout = self.scratch_layout()
         return scratch_words(layout, {n.name: n.tmp_disk_mb for n in nodes}) if layout else ""
+
+    def scratch_session_line(self, node: str, asked_gib: int) -> str:
+        """The running server's words on its scratch ("" without one); the size is its node's TmpDisk."""
+        layout = self.scratch_layout()
+        if not layout or not node:
+            return ""
+        known = self.view.nodes.items.get(node)
+        return session_words(layout, node, known.tmp_disk_mb if known else 0, asked_gib)
 
     def scratch_capacity(self) -> dict[str, int] | None:
         """The largest TmpDisk by partition from the hub's view's last nodes snapshot (no SLURM call);

@@ -459,6 +459,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         self.steps.mark("HTTP answered")
         self._emit(f"JupyterLab answers, {self.steps.seconds['HTTP answered']:.1f} s after the request; "
                    "the hub adds its route.", 90)
+        asked = self._prepared.request.scratch_gib if self._prepared else 0
+        if scratch := self.scratch_session_line(job.batch_host or job.nodes, asked):
+            self._emit(scratch, 90)
         return ip, self._reported_port
 
     def follower(self, job_id: str) -> JobFollower:

@@ -277,3 +277,23 @@ def test_a_node_list_that_disagrees_with_the_node_count_fails_the_scratch(tmp_pa
            "SLURMD_NODENAME": "n1", "SLURM_JOB_NUM_NODES": "2"}  # no node list at all
     subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
     assert "has 2 nodes but its node list" in (tmp_path / "ssd" / "n1" / "job-48.failed").read_text()
+
+
+def test_the_running_server_is_told_where_its_scratch_is_and_how_big():
+    from types import SimpleNamespace
+
+    from carme_slurm.scratch import session_words
+    from carme_spawner.settings import CarmeSpawnerSettings
+
+    layout = ScratchLayout()
+    words = session_words(layout, "carme-n1", 102400, 20)
+    assert words == ("Your scratch: /scratch ($CARME_SCRATCH) on carme-n1's local SSD (102 GB on that SSD, 20 GiB "
+                     "asked for); it is deleted when the server stops.")
+    assert "(the SSD's free space)" in session_words(layout, "n9", 0, 0)
+    spawner = SimpleNamespace(scratch={}, view=SimpleNamespace(nodes=SimpleNamespace(items={})))
+    line = lambda s, node: CarmeSpawnerSettings.scratch_session_line(s, node, 0)  # noqa: E731
+    spawner.scratch_layout = lambda: None
+    assert line(spawner, "carme-n1") == ""  # no scratch on this site
+    spawner.scratch_layout = lambda: layout
+    spawner.view.nodes.items["carme-n1"] = SimpleNamespace(tmp_disk_mb=51200)
+    assert "carme-n1's local SSD (51 GB on that SSD)" in line(spawner, "carme-n1")
