@@ -97,6 +97,23 @@ def admit(gpus: int, runtime_minutes: int, limits: Limits, usage: Usage) -> Refu
     return None
 
 
+def admit_extension(gpus: int, limit_minutes: int, extra_minutes: int, limits: Limits, usage: Usage) -> Refusal | None:
+    """None if a running server of `gpus` GPUs whose time limit is `limit_minutes` may run
+    `extra_minutes` longer: the new limit within the runtime per server, the extra GPU-minutes
+    within what the period's budget has left (SLURM already holds the job's current limit)."""
+    total = limit_minutes + extra_minutes
+    if limits.max_runtime_minutes is not None and total > limits.max_runtime_minutes:
+        return Refusal("max_runtime_minutes", total, limits.max_runtime_minutes,
+                       f"runtime per server: up to {_duration(limits.max_runtime_minutes)}; this server has "
+                       f"{_duration(limit_minutes)}, +{_duration(extra_minutes)} would make {_duration(total)}.")
+    left = minutes_left(limits, usage)
+    if left is not None and gpus > 0 and gpus * extra_minutes > left:
+        return Refusal("gpu_hours", round((usage.gpu_minutes_used + usage.gpu_minutes_running) / 60, 2),
+                       limits.gpu_hours, f"GPU-hours: +{_duration(extra_minutes)} on {gpus} GPU needs "
+                       f"{_hours(gpus * extra_minutes / 60)}, {_hours(max(0.0, left) / 60)} are left this period.")
+    return None
+
+
 def minutes_left(limits: Limits, usage: Usage) -> float | None:
     """GPU-minutes still free this period (None: no budget): SLURM counts what running jobs hold."""
     if limits.gpu_hours is None:

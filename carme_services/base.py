@@ -85,6 +85,13 @@ class HubClient:
         )
         return json.loads(response.body)
 
+    async def delete(self, path: str) -> None:
+        """DELETE `path` (e.g. a server: users/U/servers/S); HTTPClientError on a refusal."""
+        await AsyncHTTPClient().fetch(
+            HTTPRequest(f"{self.api_url}/{path.lstrip('/')}", method="DELETE", request_timeout=self.timeout,
+                        headers={"Authorization": f"token {self.token}"})
+        )
+
     async def get_all(self, path: str, limit: int = 200, **query) -> list:
         """Every item of a paginated list (e.g. `users`), page by page."""
         items, offset = [], 0

@@ -122,7 +122,8 @@ def find_vanished(jobs, servers, snapshot_started: float) -> list[dict]:
     ]
 
 
-def _epoch(text: str | None) -> float:
+def hub_time(text: str | None) -> float:
+    """A time the hub's API gives (ISO 8601, ...Z) as epoch seconds; 0 for none."""
     if not text:
         return 0.0
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -140,7 +141,7 @@ def servers_from_users(users: list[dict]) -> list[HubServer]:
                                    "admin:server_state")
             job_id = str((model.get("state") or {}).get("job_id") or "")
             ready, pending = bool(model.get("ready")), model.get("pending")
-            servers.append(HubServer(user["name"], name, ready, pending, job_id, _epoch(model.get("started"))))
+            servers.append(HubServer(user["name"], name, ready, pending, job_id, hub_time(model.get("started"))))
     return servers
 
 

@@ -127,6 +127,20 @@ async def scancel(job_id: str, timeout: float = 30) -> None:
     await run_command(["scancel", job_id], timeout=timeout)
 
 
+def time_limit_argv(job_id: str, minutes: int) -> list[str]:
+    """`scontrol update` of a job's time limit (whole minutes, as SLURM counts TimeLimit)."""
+    if not valid_job_id(job_id):
+        raise ValueError(f"not a SLURM job id: {job_id!r:.40}")
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 366 * 24 * 60:
+        raise ValueError(f"time limit: must be 1 to {366 * 24 * 60} minutes, got {minutes!r:.20}")
+    return ["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"]
+
+
+async def set_time_limit(job_id: str, minutes: int, timeout: float = 30) -> None:
+    """Change a job's time limit (as root or SlurmUser: a user may only lower their own)."""
+    await run_command(time_limit_argv(job_id, minutes), env=command_env(), timeout=timeout)
+
+
 def command_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A minimal environment for SLURM commands: PATH and SLURM_CONF from ours, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "SLURM_CONF", "LANG", "LC_ALL")}

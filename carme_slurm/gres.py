@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from .hostlist import split_outside
 
-__all__ = ["GresCount", "parse_count", "parse_gres", "parse_tres"]
+__all__ = ["GresCount", "gpu_indexes", "parse_count", "parse_gres", "parse_tres"]
 
 _EMPTY = {"", "(null)", "n/a", "none"}
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
@@ -149,3 +149,24 @@ def parse_tres(text: str | None) -> dict[str, int]:
             raise ValueError(f"unparsable TRES piece {piece!r}")
         out[key] = _tres_value(key, raw.strip())
     return out
+
+
+_IDX = re.compile(r"\(IDX:([^)]*)\)")
+
+
+def gpu_indexes(detail: str) -> tuple[int, ...]:
+    """The GPU device indexes on one node from a job's `gres_detail` entry (squeue --json; the
+    `GRES=` of `scontrol show job -d`): "gpu:a100:2(IDX:0,2),gpu:1g.10gb:1(IDX:4)" -> (0, 2, 4).
+    Other GRES (mps, shard) are not GPUs; ValueError on an index list SLURM would not print."""
+    out: set[int] = set()
+    for piece in split_outside(detail or "", "(", ")", "gres_detail"):
+        name = piece.strip().removeprefix("gres:").removeprefix("gres/").split(":", 1)[0]
+        match = _IDX.search(piece)
+        if name != "gpu" or not match or match[1] == "N/A":
+            continue
+        for part in match[1].split(","):
+            first, _, last = part.partition("-")
+            if not first.isdigit() or (last and not last.isdigit()):
+                raise ValueError(f"gres_detail: bad index list in {piece!r:.80}")
+            out.update(range(int(first), int(last or first) + 1))
+    return tuple(sorted(out))

@@ -56,6 +56,7 @@ class SlurmJob:
     account: str = ""
     gpus: int = 0  # GPUs allocated (running) or asked for (pending), all types together
     reservation: str = ""  # the SLURM reservation it runs in ("" none)
+    gres_detail: tuple[str, ...] = ()  # per allocated node, in node order: "gpu:a100:2(IDX:0-1)"
 
     def to_dict(self) -> dict:
         """JSON-ready, with the derived flags the view's readers need."""
@@ -64,7 +65,10 @@ class SlurmJob:
     @classmethod
     def from_dict(cls, data: dict) -> SlurmJob:
         """A job from the view's JSON (`to_dict`); extra keys are ignored."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if "gres_detail" in values:
+            values["gres_detail"] = tuple(values["gres_detail"])
+        return cls(**values)
 
     @property
     def is_active(self) -> bool:
@@ -192,6 +196,7 @@ def parse_squeue_json(text: str) -> list[SlurmJob]:
                 account=str(raw.get("account") or ""),
                 reservation=str(raw.get("resv_name") or ""),
                 gpus=_gpus(raw),
+                gres_detail=tuple(str(d) for d in raw.get("gres_detail") or () if d),
             )
         )
     return jobs

@@ -123,6 +123,12 @@ EOF
     fi
 done
 
+# --- the single-user environment's site defaults (compute nodes have no internet) -------------------
+# JupyterLab asks no "notified about official Jupyter news?", checks for no updates and shows no
+# extension manager (settings overrides, as a site sets them), and the server fetches no news
+install -D -m 0644 "$HERE/singleuser/overrides.json" "$VENV/share/jupyter/lab/settings/overrides.json"
+install -D -m 0644 "$HERE/singleuser/carme-offline.json" "$VENV/etc/jupyter/jupyter_server_config.d/carme-offline.json"
+
 # --- permissions ---------------------------------------------------------------------------------
 chmod -R a+rX "$PREFIX"
 find "$PREFIX" -type d -exec chmod 0755 {} +
