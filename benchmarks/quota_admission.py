@@ -118,14 +118,15 @@ def sacct_text(users: list[str], n: int, days: int, live: list[SlurmJob], now: d
                          Submit=f"{submit:{fmt}}", Start=f"{start:{fmt}}", End=f"{end:{fmt}}",
                          State=rng.choice(FINISHED),
                          AllocTRES=alloc_tres(rng.choice((1, 2, 4)), rng.choice((0, 1, 2))),
-                         ElapsedRaw=str((end - start).seconds)))
+                         ElapsedRaw=str((end - start).seconds), ExitCode="0:0", NodeList="carme-n1"))
     for j in live:
         start = datetime.fromtimestamp(j.start_time) if j.start_time else None
         lines.append(row(JobID=j.job_id, User=j.user, Account=ACCOUNT, JobName=j.name,
                          Submit=f"{datetime.fromtimestamp(j.submit_time):{fmt}}",
                          Start=f"{start:{fmt}}" if start else "Unknown", End="Unknown", State=j.state,
                          AllocTRES=alloc_tres(1, j.gpus) if start else "",
-                         ElapsedRaw=str(int((now - start).total_seconds())) if start else "0"))
+                         ElapsedRaw=str(int((now - start).total_seconds())) if start else "0", ExitCode="0:0",
+                         NodeList=j.nodes or "None assigned"))
     return "\n".join(lines) + "\n"
 
 

@@ -92,6 +92,16 @@ class HubClient:
                         headers={"Authorization": f"token {self.token}"})
         )
 
+    async def post(self, path: str, body: dict) -> tuple[int, dict | None]:
+        """POST `body` as JSON to `path` (e.g. start a server: users/U/servers/S); (status, its JSON
+        or None); HTTPClientError on a refusal (its response carries the hub's message)."""
+        response = await AsyncHTTPClient().fetch(
+            HTTPRequest(f"{self.api_url}/{path.lstrip('/')}", method="POST", body=json.dumps(body),
+                        request_timeout=self.timeout,
+                        headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        )
+        return response.code, json.loads(response.body) if response.body else None
+
     async def get_all(self, path: str, limit: int = 200, **query) -> list:
         """Every item of a paginated list (e.g. `users`), page by page."""
         items, offset = [], 0

@@ -6,7 +6,8 @@ newer SLURM is found by its name, not its place. `sshare` has no JSON output in 
 - `parse_sshare`: GPU-minutes used this period (`GrpTRESRaw`, the same figure SLURM checks
   `GrpTRESMins` against) and still reserved by running jobs (`TRESRunMins`), per (account, user).
 - `parse_sacct`: jobs with user, account, name, submit/start/end, state, GPUs and run time, for
-  counting the servers a user started today and drawing GPU-hours per day.
+  counting the servers a user started today and drawing GPU-hours per day; exit code and nodes
+  (optional columns) for the session history.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from datetime import datetime
 from .gres import parse_tres
 
 SSHARE_FIELDS = ("Account", "User", "RawUsage", "GrpTRESRaw", "TRESRunMins")
-SACCT_FIELDS = ("JobID", "User", "Account", "JobName", "Submit", "Start", "End", "State", "AllocTRES", "ElapsedRaw")
+SACCT_REQUIRED = ("JobID", "User", "Account", "JobName", "Submit", "Start", "End", "State", "AllocTRES", "ElapsedRaw")
+#: what Carme asks sacct for: the required columns, then what only the session history shows
+SACCT_FIELDS = (*SACCT_REQUIRED, "ExitCode", "NodeList")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class AccountedJob:
     state: str
     gpus: float = 0.0  # allocated (AllocTRES), all types together
     elapsed_s: int = 0  # run time so far (ElapsedRaw)
+    exit_code: str = ""  # the batch script's "status:signal" (ExitCode), "" if sacct printed none
+    nodes: str = ""  # the nodes it ran on (NodeList; "None assigned" while pending)
 
     @property
     def gpu_hours(self) -> float:
@@ -115,7 +120,7 @@ def _time(value: str) -> datetime | None:
 
 
 def parse_sacct(text: str) -> list[AccountedJob]:
-    """`sacct -X -P -o JobID,User,Account,JobName,Submit,Start,End,State,AllocTRES,ElapsedRaw`."""
+    """`sacct -X -P -o JobID,User,Account,JobName,Submit,Start,End,State,AllocTRES,ElapsedRaw[,ExitCode,NodeList]`."""
     return [
         AccountedJob(
             job_id=row["JobID"].strip(),
@@ -128,7 +133,9 @@ def parse_sacct(text: str) -> list[AccountedJob]:
             state=row["State"].split()[0] if row["State"].strip() else "",  # "CANCELLED by 0"
             gpus=gpu_count(row["AllocTRES"]),
             elapsed_s=int(row["ElapsedRaw"]) if row["ElapsedRaw"].strip().isdigit() else 0,
+            exit_code=(row.get("ExitCode") or "").strip(),
+            nodes=(row.get("NodeList") or "").strip(),
         )
-        for row in _rows(text, SACCT_FIELDS)
+        for row in _rows(text, SACCT_REQUIRED)
         if row["JobID"].strip()
     ]

@@ -5,36 +5,7 @@ from __future__ import annotations
 import datetime
 
 from carme_slurm import SlurmJob
-
-#: SLURM's pending reasons (squeue %r) in words a researcher understands
-PENDING_REASONS = {
-    "None": "waiting for the scheduler's next pass",
-    "Priority": "other jobs with higher priority are ahead in the queue",
-    "Resources": "waiting for GPUs/CPUs/memory to become free",
-    "ReqNodeNotAvail": "the nodes it needs are not available (down, drained or reserved)",
-    "PartitionTimeLimit": "the requested time exceeds the partition's limit",
-    "PartitionNodeLimit": "the requested node count exceeds the partition's limit",
-    "PartitionDown": "the partition is down",
-    "PartitionInactive": "the partition is inactive",
-    "Reservation": "waiting for its reservation to start",
-    "BeginTime": "its start time has not been reached",
-    "Dependency": "waiting for another job to finish",
-    "DependencyNeverSatisfied": "a job it depends on failed; it will never start",
-    "JobHeldUser": "held by you",
-    "JobHeldAdmin": "held by an administrator",
-    "QOSMaxGRESPerUser": "you already use as many GPUs as your quality of service allows",
-    "QOSMaxJobsPerUserLimit": "you already run as many jobs as your quality of service allows",
-    "AssocGrpGRES": "your group already uses all GPUs it may",
-    "AssocMaxJobsLimit": "you already run as many jobs as your account allows",
-    "NodeDown": "a node it needs is down",
-    "BadConstraints": "its constraints cannot be satisfied",
-    "InvalidQOS": "its quality of service is invalid",
-    "InvalidAccount": "its account is invalid",
-}
-
-
-def describe_reason(reason: str) -> str:
-    return PENDING_REASONS.get(reason, f"SLURM says: {reason}")
+from carme_slurm.reasons import PENDING_REASONS, describe_reason
 
 
 def format_time(epoch: int, now: float | None = None) -> str:
