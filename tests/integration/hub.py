@@ -122,15 +122,16 @@ class Hub:
             "CARME__carme__reservations": "false",
             "CARME__carme__scratch": "false",  # scratch tests enable it (tests/integration/test_scratch.py)
             "CARME__carme__culler": "false",  # culler tests enable it (public + 7)
+            "CARME__carme__sessions": "false",  # sessions tests enable it (public + 8)
         }
         env.update(self.extra_env)
         return env
 
     @property
     def ports(self) -> tuple[int, ...]:
-        """Every port this hub and its proxy and services listen on (services at public + 2, 4, 5, 6, 7)."""
+        """Every port this hub and its proxy and services listen on (services at public + 2, 4, 5, 6, 7, 8)."""
         return (self.public_port, self.proxy_api_port, self.hub_port, self.public_port + 2, self.public_port + 4,
-                self.public_port + 5, self.public_port + 6, self.public_port + 7)
+                self.public_port + 5, self.public_port + 6, self.public_port + 7, self.public_port + 8)
 
     def start(self, timeout: float = 60) -> None:
         stale = free_ports(self.ports)
