@@ -129,9 +129,10 @@ class Hub:
 
     @property
     def ports(self) -> tuple[int, ...]:
-        """Every port this hub and its proxy and services listen on (services at public + 2, 4, 5, 6, 7, 8)."""
-        return (self.public_port, self.proxy_api_port, self.hub_port, self.public_port + 2, self.public_port + 4,
-                self.public_port + 5, self.public_port + 6, self.public_port + 7, self.public_port + 8)
+        """Every port this hub and its proxy and services listen on (services at public + 2 to 8; + 3 is
+        test_reconcile's): a stop frees them all, so a service the hub left running cannot answer for
+        the next hub's (a loaded machine once kept the old reconcile service answering)."""
+        return (self.public_port, self.proxy_api_port, self.hub_port, *(self.public_port + i for i in range(2, 9)))
 
     def start(self, timeout: float = 60) -> None:
         stale = free_ports(self.ports)
