@@ -125,7 +125,11 @@ def test_idle_gpu_server_is_warned_then_stopped_a_busy_one_and_an_exempt_role_ar
     job = alice["job_id"]
     assert wait_until(lambda: not (hub.server_model("alice") or {}).get("ready"), WARN_S + 60)
     assert wait_until(lambda: not in_squeue(job), 60), f"job {job} still in squeue"
-    [cull] = [c for c in as_user(hub, "alice").get(f"{hub.culler}/culls").json()["culls"] if c["job_id"] == job]
+    alice_web = as_user(hub, "alice")
+    culls = lambda: alice_web.get(f"{hub.culler}/culls").json()["culls"]  # noqa: E731
+    assert wait_until(culls, 60), "the stop was not recorded"  # listed once the hub's DELETE returned
+    [cull] = culls()
+    assert cull["job_id"] == job
     assert cull["reason"].startswith("idle: its GPUs stayed below 5 %") and cull["gpus"] == 1
 
     now = verdicts(hub)
