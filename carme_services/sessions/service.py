@@ -180,7 +180,8 @@ class SessionsService(CarmeService):
         await self.remember(servers)
         docs = await self.slurm("jobs", "recent_jobs")
         prefix = docs["jobs"]["job_name_prefix"]
-        live = [SlurmJob.from_dict(j) for j in docs["jobs"]["jobs"] if j["user"] == user]
+        snapshot = float(docs["jobs"]["snapshot"].get("last_snapshot") or 0)
+        live = [self.as_extended(SlurmJob.from_dict(j), snapshot) for j in docs["jobs"]["jobs"] if j["user"] == user]
         accounted = _accounted(docs["recent_jobs"], user)
         remembered = await self.in_store(self.store.choices, user)
         ids = {s.name: session_job_id(s, [c.job_id for c in remembered.values() if c.server == s.name], live,
@@ -192,6 +193,13 @@ class SessionsService(CarmeService):
                       [e for e in audit if e["job_id"] == ids[s.name]]) for s in servers]
         return {"user": user, "at": now, "sessions": cards, "snapshot": docs["jobs"]["snapshot"],
                 "poll_seconds": self.poll_seconds, "extend_choices": list(self.extend_choices)}
+
+    def as_extended(self, job: SlurmJob, snapshot_started: float) -> SlurmJob:
+        """`job` with the time limit this service set, until a snapshot begun after that shows SLURM's."""
+        limit = current_limit(job.time_limit_minutes, snapshot_started, self.limits_set.get(job.job_id))
+        if limit == job.time_limit_minutes or not limit or not job.start_time:
+            return job
+        return replace(job, time_limit_minutes=limit, end_time=job.start_time + limit * 60)
 
     async def history(self, user: str) -> dict:
         docs = await self.slurm("jobs", "recent_jobs")

@@ -120,6 +120,8 @@ async def test_an_admitted_extension_sets_slurms_time_limit_and_is_audited(servi
     assert answer["audit"]["outcome"] == "extended" and answer["audit"]["actor"] == "alice"
     again = await service.extend("alice", user_model(), "", 20)  # the view still says 30: ours counts
     assert service.set[-1] == ("41", 55) and again["from_minutes"] == 35
+    (shown,) = (await service.sessions(user_model()))["sessions"]  # the card shows it before the view does
+    assert shown["time_limit_minutes"] == 55 and shown["running"]["end_time"] == int(NOW) - 590 + 55 * 60  # ours
     audit = service.store.extensions("alice")
     assert [(e["outcome"], e["from_minutes"], e["to_minutes"]) for e in audit] == [("extended", 35, 55),
                                                                                   ("extended", 30, 35)]
