@@ -12,7 +12,7 @@ demo: install cluster ldap
 
 ## install what the tests need (chromium too), start the local cluster, LDAP and PostgreSQL, run the whole suite
 test: install-browser cluster ldap postgres
-	$(PYTHON) -m pytest -p no:cacheprovider tests $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -p no:cacheprovider --durations=40 tests $(PYTEST_ARGS)
 
 install:
 	bash dev/install.sh
