@@ -159,11 +159,17 @@ class QuotaService(CarmeService):
         projects = [self.store.project(name) for name in self.store.project_names()]
         return overrides, [ProjectPolicy(p.name, p.template, p.members) for p in projects]
 
-    async def desired(self) -> DesiredState:
-        if not self.quota.account:
-            raise RuntimeError("CarmeQuota.account is not set: the sync keeps every user's association in it")
+    async def policy_now(self) -> tuple[dict[str, str], dict, list[ProjectPolicy]]:
+        """The policy's inputs, read once per sync for SLURM and the disk: the hub's users with their
+        roles, the store's overrides and projects."""
         users = await self.hub_roles()
         overrides, projects = await asyncio.to_thread(self.policy_inputs)
+        return users, overrides, projects
+
+    async def desired(self, policy: tuple[dict[str, str], dict, list[ProjectPolicy]]) -> DesiredState:
+        if not self.quota.account:
+            raise RuntimeError("CarmeQuota.account is not set: the sync keeps every user's association in it")
+        users, overrides, projects = policy
         cluster = self.cluster or await self.only_cluster()
         defaults = {role: self.quota.role_default(role) for role in ROLES}
         return desired_state(cluster, self.quota.account, defaults, users, overrides, projects)
@@ -182,23 +188,24 @@ class QuotaService(CarmeService):
         `overwrite_drift` (an admin's explicit ask, or the setting) also puts back hand-made changes."""
         dry_run = self.dry_run if dry_run is None else dry_run
         async with self._sync_lock:
-            began = time.time()
+            began, policy = time.time(), None
             try:
-                result = await self._sync(dry_run, overwrite_drift or self.overwrite_drift)
+                policy = await self.policy_now()
+                result = await self._sync(dry_run, overwrite_drift or self.overwrite_drift, policy)
             except Exception as e:  # noqa: BLE001 - a report: the change that asked for it is saved already
                 self.log.warning("sync failed: %s: %s", type(e).__name__, e)
                 result = {**self.last_sync, "error": f"{e}", "error_at": began}
             self.last_sync = {**result, "took_s": round(time.time() - began, 3)}
             if self.disk is not None and not dry_run:
-                await self.disk_pass(overwrite_drift or self.overwrite_drift)
+                await self.disk_pass(overwrite_drift or self.overwrite_drift, policy)
             return self.last_sync
 
-    async def disk_pass(self, overwrite_drift: bool) -> dict:
-        """The policy's disk limits onto the file system and its use read back (`disk_pass`); a report."""
+    async def disk_pass(self, overwrite_drift: bool, policy=None) -> dict:
+        """The policy's disk limits onto the file system and its use read back (`disk_pass`); a report.
+        `policy`: the sync's reading of it (None: the sync could not read it, this pass tries again)."""
         began = time.time()
         try:
-            users = await self.hub_roles()
-            overrides, projects = await asyncio.to_thread(self.policy_inputs)
+            users, overrides, projects = policy or await self.policy_now()
             defaults = {role: self.quota.role_default(role) for role in ROLES}
             project_limits = {p.name: group_limits(p.template) for p in projects}
             wanted, missing = wanted_limits(users, defaults, overrides, project_limits, uid_of,
@@ -218,8 +225,8 @@ class QuotaService(CarmeService):
         self.last_disk["took_s"] = round(time.time() - began, 3)
         return self.last_disk
 
-    async def _sync(self, dry_run: bool, overwrite_drift: bool) -> dict:
-        desired = await self.desired()
+    async def _sync(self, dry_run: bool, overwrite_drift: bool, policy) -> dict:
+        desired = await self.desired(policy)
         outputs = [await run_command(argv, env=command_env(), timeout=60)
                    for argv in current_state_commands(desired.cluster)]
         last = await asyncio.to_thread(self.store.last_applied)
