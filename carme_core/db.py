@@ -127,3 +127,8 @@ def run_migrations(context) -> None:
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
+
+
+def now_utc() -> datetime:
+    """Now, timezone-aware UTC, to the second: what the services' stores write as times."""
+    return datetime.now(timezone.utc).replace(microsecond=0)

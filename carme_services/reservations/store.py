@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from carme_core.db import ServiceDatabase, UTCDateTime
+from carme_core.db import ServiceDatabase, UTCDateTime, now_utc
 
 from .booking import BookingRequest
 
@@ -41,10 +41,6 @@ class StoreError(ValueError):
 
 def database(url: str) -> ServiceDatabase:
     return ServiceDatabase(url, SERVICE, MIGRATIONS)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 class Base(DeclarativeBase):

@@ -19,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from carme_core.db import ServiceDatabase, UTCDateTime
+from carme_core.db import ServiceDatabase, UTCDateTime, now_utc
 
 from .history import Choice
 
@@ -30,10 +30,6 @@ OUTCOMES = ("extended", "refused", "failed")  # failed: SLURM refused or did not
 
 def database(url: str) -> ServiceDatabase:
     return ServiceDatabase(url, SERVICE, MIGRATIONS)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 class Base(DeclarativeBase):
