@@ -43,7 +43,7 @@ class CullerHandler(CarmeServiceHandler):
         if refusal:
             raise web.HTTPError(409, f"keep running: {refusal}")
         watch.kept.append(now)
-        watch.warned_at = watch.stop_at = None
+        watch.stop_at = None
         self.log.info("keep running: %s pressed it for %s/%s (job %s), %d of %d", self.username, user, server,
                       key[2], len(watch.kept), self.service.keep_running_max)
         return {"user": user, "server": server, "job_id": key[2], "kept_at": now,

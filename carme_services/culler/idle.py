@@ -83,8 +83,7 @@ class Server:
 class Watch:
     """The culler's memory of one server (lost on restart: it then starts counting again)."""
 
-    warned_at: float | None = None
-    stop_at: float | None = None
+    stop_at: float | None = None  # set by the warning: when the server is stopped if still idle
     kept: list[float] = field(default_factory=list)  # when "keep running" was pressed
     samples: deque = field(default_factory=lambda: deque(maxlen=720))  # (t, max utilisation %, memory MiB)
 
@@ -145,15 +144,15 @@ def judge(server: Server, watch: Watch, policy: CullerPolicy, now: float) -> Ver
     return Verdict("idle-warned", since, stop_at, f"idle: {what} for {minutes:.0f} min")
 
 
-def apply_verdict(watch: Watch, verdict: Verdict, now: float) -> bool:
+def apply_verdict(watch: Watch, verdict: Verdict) -> bool:
     """Update the server's memory with the verdict; True when this is a new warning."""
     if verdict.state == "idle-warned":
         new = watch.stop_at is None
         if new:
-            watch.warned_at, watch.stop_at = now, verdict.stop_at
+            watch.stop_at = verdict.stop_at
         return new
     if verdict.state in ("busy", "exempt"):
-        watch.warned_at = watch.stop_at = None
+        watch.stop_at = None
     return False
 
 

@@ -185,7 +185,7 @@ class CullerService(CarmeService):
                 if got is not None:
                     watch.add_sample(now, *got)
             verdict = judge(server, watch, policy, now)
-            if apply_verdict(watch, verdict, now):
+            if apply_verdict(watch, verdict):
                 self.counters["warnings"].inc()
                 self.log.info("warned %s/%s (job %s): %s; stop at %s", server.user, server.name, server.job_id,
                               verdict.reason, time.strftime("%H:%M:%S", time.localtime(verdict.stop_at)))

@@ -72,14 +72,14 @@ def test_idle_needs_both_quiet_gpus_and_no_activity_then_a_warning_then_the_stop
     verdict = judge(server, watch, POLICY, T0 + 620)
     assert verdict.state == "idle-warned" and verdict.stop_at == T0 + 740
     assert "GPUs stayed below 5 %" in verdict.reason
-    assert apply_verdict(watch, verdict, T0 + 620) is True  # a new warning
-    assert apply_verdict(watch, judge(server, watch, POLICY, T0 + 680), T0 + 680) is False  # the same one
+    assert apply_verdict(watch, verdict) is True  # a new warning
+    assert apply_verdict(watch, judge(server, watch, POLICY, T0 + 680)) is False  # the same one
     assert judge(server, watch, POLICY, T0 + 739).state == "idle-warned"
     assert judge(server, watch, POLICY, T0 + 740).state == "stop"
     watch.add_sample(T0 + 700, 50.0, 100)  # the GPU got busy: the clock starts again, the warning goes
     verdict = judge(server, watch, POLICY, T0 + 741)
     assert verdict.state == "busy" and verdict.idle_since == T0 + 700
-    apply_verdict(watch, verdict, T0 + 741)
+    apply_verdict(watch, verdict)
     assert watch.stop_at is None
 
 
