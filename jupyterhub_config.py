@@ -23,9 +23,8 @@ c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 SETTINGS_ENV = "CARME_SETTINGS"
 OVERRIDE_PREFIX = "CARME__"
 CARME_KEYS = {"state_dir": "cookie secret, database, proxy pid", "db_url": "the hub's database",
-              "authenticator": "dummy or ldap",
-              "hub_db_write_ahead": "true (default): the hub's SQLite database commits without waiting for the "
-                                    "disk (write-ahead log; a local disk only)"}
+              "authenticator": "dummy or ldap", "hub_db_write_ahead": "true (default): the hub's SQLite database "
+              "commits without waiting for the disk (write-ahead log; a local disk only)"}
 
 
 def load_settings() -> dict:
@@ -74,9 +73,8 @@ def apply_sections(settings: dict) -> None:
             continue
         cls = classes.get(section)
         if cls is None:
-            raise SystemExit(
-                f"{settings['_source']}: unknown section {section!r}; known: carme, {', '.join(sorted(classes))}"
-            )
+            raise SystemExit(f"{settings['_source']}: unknown section {section!r}; "
+                             f"known: carme, {', '.join(sorted(classes))}")
         if not isinstance(values, dict):
             raise SystemExit(f"{settings['_source']}: section {section} must be a mapping of settings")
         known = set(cls.class_trait_names(config=True))
@@ -132,8 +130,7 @@ def apply_carme_section(carme: dict) -> None:
         raise SystemExit(f"carme.authenticator: unknown authenticator {authenticator!r}; known: dummy, ldap")
 
 
-# ---- wiring: the SLURM view's API, and every enabled service's own hub_service ----------------------
-# Applied AFTER apply_sections: the settings' services, roles and scopes are kept, Carme's appended to them.
+# ---- wiring: the SLURM view's API and each enabled service's hub_service, AFTER apply_sections (Carme's appended)
 
 
 def apply_wiring(wiring: dict) -> None:
@@ -153,6 +150,9 @@ def apply_wiring(wiring: dict) -> None:
             roles.append(user_role)
         user_role["scopes"] = list(user_role.get("scopes") or ["self"]) + list(wiring["user_scopes"])
     c.JupyterHub.load_roles = roles
+    if wiring.get("server_scopes"):  # the session's own $JUPYTERHUB_API_TOKEN: the hub's 'server' role, and these
+        scopes = c.Spawner.get("server_token_scopes") or ["users:activity!user", "access:servers!server"]
+        c.Spawner.server_token_scopes = list(scopes) + list(wiring["server_scopes"])
     for section, values in wiring.get("config", {}).items():
         for name, value in values.items():
             c[section][name] = value

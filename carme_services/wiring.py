@@ -8,6 +8,7 @@ service's `hub_service(settings)`, which returns a `HubWiring` dict:
      "custom_scopes": {scope: {"description": ...}},
      "roles":         [JupyterHub roles: the service's own, and who may use its scopes],
      "user_scopes":   [scopes added to the hub's default 'user' role],
+     "server_scopes": [scopes added to each session's own token, $JUPYTERHUB_API_TOKEN (the lab extension's)],
      "config":        {Class: {setting: value}} for the hub's own classes (e.g. CarmeSpawner)}
 
 The service's settings reach its process as JSON in $CARME_SERVICE_CONFIG: the same traitlets

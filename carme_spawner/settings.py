@@ -7,8 +7,10 @@ the job-name prefix) are the hub's view's: section `SlurmView:`.
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from traitlets import Dict, Float, Integer, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
@@ -192,6 +194,14 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         "one is up, so in a login storm they answer one after another instead of all at the end. "
         "Created by the first job (mode 1777) unless the site creates it; '' turns the gate off.",
     )
+    services_url = Unicode(
+        "",
+        config=True,
+        help="Where a session reaches the hub's services (the Carme lab extension in JupyterLab asks "
+        "carme-sessions and carme-culler there, with the session's own token), as $CARME_SERVICES_URL, e.g. "
+        "https://carme.example.org/services/. Default: JupyterHub.public_url, else the proxy's bind URL, "
+        "each + services/ (a wildcard bind address becomes this host's name).",
+    )
     start_gate_wait = Float(
         30.0,
         config=True,
@@ -299,6 +309,18 @@ class CarmeSpawnerSettings(LoggingConfigurable):
         if not 0 < proposal.value <= 3600:
             raise ValueError(f"CarmeSpawner.start_gate_wait must be > 0 and <= 3600 s, not {proposal.value}")
         return proposal.value
+
+    def jobs_services_url(self, public_url: str, bind_url: str) -> str:
+        """services_url, or the one made from the hub's public URL, else its proxy's bind URL."""
+        if self.services_url:
+            return self.services_url
+        url = urlsplit(public_url or bind_url)
+        host = url.hostname or ""
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.getfqdn()
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{url.port}" if url.port else ""
+        return urlunsplit((url.scheme or "http", netloc, url.path.rstrip("/") + "/services/", "", ""))
 
     def spawn_limits(self, images: list[CatalogImage], quota: Limits | None = None,
                      projects: tuple[str, ...] = (), gpus: Mapping[str, Mapping[str, TypeCount]] | None = None,

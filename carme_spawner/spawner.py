@@ -258,6 +258,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         for name in self.job_env_keep:
             if name in os.environ:
                 env.setdefault(name, os.environ[name])
+        public, proxy = self.user.settings.get("public_url") or "", self.user.settings.get("proxy")
+        env["CARME_SERVICES_URL"] = self.jobs_services_url(public and public.geturl(), getattr(proxy, "public_url", ""))
         if self.start_gate_dir:  # read by the launcher on the node
             env["CARME_START_GATE_DIR"] = self.start_gate_dir
             env["CARME_START_GATE_WAIT"] = f"{self.start_gate_wait:g}"

@@ -14,6 +14,8 @@
 #                              editable: dependencies only when pyproject.toml changed (its hash is
 #                              in /opt/carme/.deps-hash), the project itself on every run
 #   /opt/carme/node            configurable-http-proxy@5 from npm; /opt/carme/bin/configurable-http-proxy
+#   /opt/carme/lab-builder     @jupyterlab/builder from npm: builds the Carme lab extension (carme_lab/js) into
+#                              the venv's share/jupyter/labextensions/carme-lab
 #   /opt/carme/standins        the STAND-IN apptainer and nvidia-smi from dev/standins (tests/demo only)
 #   /opt/carme/images/*.sif    placeholder images for the stand-in apptainer (not real SIF files)
 # Everything under /opt/carme is world-readable: the servers run as the users in their jobs.
@@ -128,6 +130,30 @@ done
 # extension manager (settings overrides, as a site sets them), and the server fetches no news
 install -D -m 0644 "$HERE/singleuser/overrides.json" "$VENV/share/jupyter/lab/settings/overrides.json"
 install -D -m 0644 "$HERE/singleuser/carme-offline.json" "$VENV/etc/jupyter/jupyter_server_config.d/carme-offline.json"
+
+# --- the Carme lab extension: a prebuilt JupyterLab 4 extension and its server part (carme_lab) -------
+# Built with @jupyterlab/builder (from npm, once) against this venv's JupyterLab; rebuilt only when
+# its sources or JupyterLab change. The server part (carme_lab.relay) is enabled for every server.
+builder=$PREFIX/lab-builder/node_modules/@jupyterlab/builder/lib/build-labextension.js
+if [ ! -f "$builder" ]; then
+    log "npm install @jupyterlab/builder@^4.2 into $PREFIX/lab-builder"
+    npm install --prefix "$PREFIX/lab-builder" --no-audit --no-fund --loglevel=error '@jupyterlab/builder@^4.2.0' >/dev/null
+    [ -f "$builder" ] || die "npm did not install $builder"
+fi
+lab_dest=$VENV/share/jupyter/labextensions/carme-lab
+lab_core=$("$PY" -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')
+lab_hash=$( (cd "$repo/carme_lab/js" && cat package.json src/*.js style/*.css; cat "$lab_core/package.json") | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$PREFIX/.lab-hash" 2>/dev/null || true)" != "$lab_hash" ] || [ ! -f "$lab_dest/package.json" ]; then
+    log "building the Carme lab extension into $lab_dest"
+    rm -rf "$src/carme_lab/js/labextension"
+    node "$builder" --core-path "$lab_core" "$src/carme_lab/js" >"$src/lab-build.log" 2>&1 \
+        || { tail -30 "$src/lab-build.log" >&2; die "the Carme lab extension did not build"; }
+    rm -rf "$lab_dest"
+    mkdir -p "$(dirname "$lab_dest")"
+    cp -r "$src/carme_lab/js/labextension" "$lab_dest"
+    echo "$lab_hash" >"$PREFIX/.lab-hash"
+fi
+install -D -m 0644 "$HERE/singleuser/carme-lab.json" "$VENV/etc/jupyter/jupyter_server_config.d/carme-lab.json"
 
 # --- permissions ---------------------------------------------------------------------------------
 chmod -R a+rX "$PREFIX"

@@ -258,6 +258,8 @@ def hub_service(settings: ServiceSettings) -> dict:
                         "The hub's admins see every server's idle state and the culls."),
         ],
         "user_scopes": [f"{READ_SCOPE}!user", f"access:services!service={NAME}"],
+        # the session's own token: its JupyterLab (carme_lab) shows the idle warning and Keep running
+        "server_scopes": [f"{READ_SCOPE}!user", f"access:services!service={NAME}"],
     }
 
 

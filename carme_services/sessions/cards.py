@@ -198,8 +198,23 @@ def spawn_url(hub_prefix: str, user: str, server: str) -> str:
     return f"{url}/{quote(server, safe='')}" if server else url
 
 
+def walltime_warning(job_id: str, end_time: float, now: float, warn_minutes: Iterable[float]) -> dict | None:
+    """The warning due for a session whose time limit ends at `end_time`: the smallest of
+    `warn_minutes` already reached (None before the first). Its `key` is new for each threshold and
+    each end time, so a page shows each warning once, and again after an Extend moved the end."""
+    left = max(0.0, end_time - now)
+    reached = [m for m in warn_minutes if left <= m * 60]
+    if not reached:
+        return None
+    minutes = min(reached)
+    return {"minutes": minutes, "key": f"{job_id}:walltime:{minutes:g}:{int(end_time)}", "end_time": end_time,
+            "message": f"This session ends in {duration_words(left)} (its time limit): save your work, or extend "
+                       "it within your quota."}  # short: JupyterLab's toasts show 140 characters
+
+
 def card(server: SessionServer, job_id: str, job: SlurmJob | None, accounted: AccountedJob | None, now: float,
-         ending_soon_s: float, hub_prefix: str, extensions: Iterable[Mapping] = ()) -> dict:
+         ending_soon_s: float, hub_prefix: str, extensions: Iterable[Mapping] = (),
+         warn_minutes: Iterable[float] = ()) -> dict:
     """One session card as JSON: what the page shows and what the API answers."""
     badge, words = status(server, job, accounted, now, ending_soon_s)
     options = server.options
@@ -227,7 +242,8 @@ def card(server: SessionServer, job_id: str, job: SlurmJob | None, accounted: Ac
                           "expected_start": job.start_time if job.start_time > now else None}
     if running and job is not None and job.end_time:
         data["running"] = {"end_time": job.end_time, "time_left_s": max(0, int(job.end_time - now)),
-                           "started": job.start_time or None}
+                           "started": job.start_time or None,
+                           "warning": walltime_warning(job_id, job.end_time, now, warn_minutes)}
     if badge in ("completed", "failed", "cancelled"):
         data["ended"] = {"reason": words, "exit": exit_words(job, accounted),
                          "state": (job.state if job else accounted.state if accounted else ""),

@@ -59,6 +59,9 @@ class SessionsService(CarmeService):
                       "sacct window, SlurmView.accounting_window_days).")
     ending_soon_minutes = Float(15.0, config=True, help="A running session within this many minutes of its time "
                                 "limit is shown as 'ending soon'.")
+    warn_minutes = List(Float(), [15.0, 5.0], config=True, help="Minutes before a running session's time limit at "
+                        "which its user is warned (inside JupyterLab, by the Carme lab extension, and on the "
+                        "sessions page), with Extend where allowed.")
     poll_seconds = Float(5.0, config=True, help="Seconds between the page's reads of the API (it updates without "
                          "reload; the time remaining counts down every second).")
     history_size = Integer(50, config=True, help="Sessions the history shows at most (newest first).")
@@ -89,6 +92,12 @@ class SessionsService(CarmeService):
         if not 1 <= proposal.value <= 366 * 24 * 60:
             raise TraitError(f"SessionsService.{proposal.trait.name} must be from 1 to {366 * 24 * 60}")
         return proposal.value
+
+    @validate("warn_minutes")
+    def _check_warn(self, proposal):
+        if any(not 0 < m <= 24 * 60 for m in proposal.value):
+            raise TraitError("SessionsService.warn_minutes: each must be > 0 and at most 1440 minutes")
+        return sorted(set(proposal.value), reverse=True)
 
     @validate("extend_choices", "partition_max_minutes")
     def _check_minutes(self, proposal):
@@ -190,9 +199,10 @@ class SessionsService(CarmeService):
         by_id_live, by_id_acc = {j.job_id: j for j in live}, {j.job_id: j for j in accounted}
         cards = [card(s, ids[s.name], by_id_live.get(ids[s.name]), by_id_acc.get(ids[s.name]), now,
                       self.ending_soon_minutes * 60, self.hub_prefix,
-                      [e for e in audit if e["job_id"] == ids[s.name]]) for s in servers]
+                      [e for e in audit if e["job_id"] == ids[s.name]], self.warn_minutes) for s in servers]
         return {"user": user, "at": now, "sessions": cards, "snapshot": docs["jobs"]["snapshot"],
-                "poll_seconds": self.poll_seconds, "extend_choices": list(self.extend_choices)}
+                "poll_seconds": self.poll_seconds, "extend_choices": list(self.extend_choices),
+                "warn_minutes": list(self.warn_minutes)}
 
     def as_extended(self, job: SlurmJob, snapshot_started: float) -> SlurmJob:
         """`job` with the time limit this service set, until a snapshot begun after that shows SLURM's."""
@@ -363,6 +373,8 @@ def hub_service(settings: ServiceSettings) -> dict:
                         "The hub's admins see and extend everyone's sessions."),
         ],
         "user_scopes": [f"{READ_SCOPE}!user", f"access:services!service={NAME}"],
+        # the session's own token: its JupyterLab (carme_lab) reads the card and asks for Extend
+        "server_scopes": [f"{READ_SCOPE}!user", f"access:services!service={NAME}"],
     }
 
 

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: package -> the Carme packages it may import (ARCHITECTURE.md's table; README's architecture section)
 MAY_IMPORT = {
     "carme_core": set(),
+    "carme_lab": set(),  # runs in the session's container: no hub code
     "carme_slurm": {"carme_core", "slurm_templates"},  # the node scripts (prolog/epilog) are its templates too
     "container_catalog": {"carme_core"},
     "carme_quota": {"carme_core", "carme_slurm"},

@@ -108,7 +108,10 @@ def test_a_running_card_has_image_gpus_node_project_time_left_and_its_actions():
     c = card(RUNNING, "41", job(), None, NOW, SOON, "/hub/", [{"job_id": "41", "outcome": "extended"}])
     assert (c["status"], c["image"], c["gpus"], c["gpu_type"], c["node"], c["project"], c["job_id"]) == \
         ("running", "pytorch-gpu", 1, "a100", "carme-n1", "carme-dev", "41")
-    assert c["running"] == {"end_time": int(NOW) - 590 + 1800, "time_left_s": 1800 - 590, "started": int(NOW) - 590}
+    assert c["running"] == {"end_time": int(NOW) - 590 + 1800, "time_left_s": 1800 - 590, "started": int(NOW) - 590,
+                            "warning": None}  # no warn_minutes given
+    warned = card(RUNNING, "41", job(), None, NOW, SOON, "/hub/", [], [30, 5])["running"]["warning"]
+    assert warned["minutes"] == 30 and warned["key"] == f"41:walltime:30:{int(NOW) - 590 + 1800}"
     assert c["actions"] == {"open": True, "stop": True, "extend": True, "relaunch": False, "edit": False}
     assert c["links"] == {"open": "/user/alice/", "edit": "/hub/spawn/alice"} and c["extensions"][0]["outcome"] == "extended"
     assert "queued" not in c and "ended" not in c
