@@ -33,8 +33,8 @@ def walltime_warning(card: Mapping, choices: list) -> dict | None:
     warning = (card.get("running") or {}).get("warning")
     if not warning:
         return None
-    actions = [{"label": f"Extend +{m} min", "command": "extend", "minutes": m}
-               for m in choices if (card.get("actions") or {}).get("extend")]
+    allowed = (card.get("actions") or {}).get("extend")
+    actions = [{"label": f"Extend +{m} min", "command": "extend", "minutes": m} for m in choices] if allowed else []
     return {"kind": "walltime", "key": str(warning.get("key")), "message": str(warning.get("message")),
             "actions": actions}
 
