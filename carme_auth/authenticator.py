@@ -33,7 +33,7 @@ from .directory import DirectoryDataError, DirectoryUser, UserDirectory
 from .names import POSIX_USERNAME_PATTERN, UsernameError, checked_username, normalize_username
 from .roles import role_for
 from .settings import LDAPSettings
-from .throttle import LoginThrottle
+from carme_core.throttle import LoginThrottle
 from .throttle_api import PATH as THROTTLE_API_PATH
 from .throttle_api import LoginThrottleHandler
 

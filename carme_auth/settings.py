@@ -13,7 +13,7 @@ from traitlets.config import LoggingConfigurable
 from .client import ConnectionSettings, LDAPClient, parse_server_url, service_password
 from .directory import DirectorySettings, UserDirectory
 from .roles import DEFAULT_ROLE_GROUPS, check_role_groups
-from .throttle import LoginThrottle
+from carme_core.throttle import LoginThrottle
 from .throttle_store import SQLThrottleStore
 
 BIND_PASSWORD_ENV = "CARME_LDAP_BIND_PASSWORD"

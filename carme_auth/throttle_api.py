@@ -12,7 +12,7 @@ from jupyterhub.apihandlers import APIHandler
 from tornado import web
 
 from .names import shorten
-from .throttle import ADDRESS, USER
+from carme_core.throttle import ADDRESS, USER
 
 PATH = r"/api/carme/login-throttle"
 SCOPE = "admin:users"

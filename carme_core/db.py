@@ -52,6 +52,14 @@ def sqlite_write_ahead(db_url: str) -> bool:
     return True
 
 
+#: every store's constraint and index names (so Alembic migrations name them the same on every backend)
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_name)s", "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+}
+
+
 class UTCDateTime(sa.types.TypeDecorator):
     """A timezone-aware UTC datetime on every backend (SQLite keeps no zone: UTC in, UTC out)."""
 

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from carme_core.db import ServiceDatabase, UTCDateTime
+from carme_core.db import NAMING_CONVENTION, ServiceDatabase, UTCDateTime
 
 from .disk import DiskUse
 from .limits import LIMIT_FIELDS, LimitError, Limits, ProjectTemplate, check_limit
@@ -61,10 +61,7 @@ def database(url: str) -> ServiceDatabase:
 # --- the tables ----------------------------------------------------------------------------------
 
 class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention={
-        "pk": "pk_%(table_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s",
-        "ix": "ix_%(table_name)s_%(column_0_name)s", "ck": "ck_%(table_name)s_%(constraint_name)s",
-    })
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), str: sa.String(255), float: sa.Double()}
 
 

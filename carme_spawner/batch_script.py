@@ -89,6 +89,7 @@ def render_batch_script(
         scratch_parts=site.scratch.node_dir_parts() if site.scratch else ("", ""),
         directives=_directives(request, site),
         command=[*site.launcher, *_container_command(request, site)],
+        container=_container_prefix(request, site),
         request=request,
         site=site,
     )
@@ -137,6 +138,12 @@ def _directives(request: SpawnRequest, site: JobSite) -> list[str]:
 
 
 def _container_command(request: SpawnRequest, site: JobSite) -> list[str]:
+    return [*_container_prefix(request, site), *site.singleuser_cmd]
+
+
+def _container_prefix(request: SpawnRequest, site: JobSite) -> list[str]:
+    """`apptainer exec [options] IMAGE`: what runs a command in the job's container (the server; a
+    carme-ssh session, through the script's enter mode)."""
     command = [site.container_runtime, "exec"]
     if request.gpus > 0:
         command.append("--nv")
@@ -147,7 +154,7 @@ def _container_command(request: SpawnRequest, site: JobSite) -> list[str]:
                     "--env", f"CARME_SCRATCH={site.scratch.container_path}"]
     for name, value in site.container_env:
         command += ["--env", f"{name}={value}"]
-    return [*command, request.image, *site.singleuser_cmd]
+    return [*command, request.image]
 
 
 def validate_job_site(site: JobSite) -> JobSite:

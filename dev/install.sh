@@ -60,7 +60,7 @@ apt_install() {  # apt_install PACKAGE...: install those not installed yet
 }
 
 # --- Debian packages -----------------------------------------------------------------------------
-apt_install python3-venv bubblewrap curl
+apt_install python3-venv bubblewrap curl openssh-client openssh-sftp-server  # ssh/sftp: carme-ssh (sftp-server in the jobs) and its tests
 command -v node >/dev/null || apt_install nodejs npm
 [ "$chromium" = 0 ] || apt_install chromium
 { command -v node && command -v npm; } >/dev/null || die "node/npm not found after installing nodejs npm"

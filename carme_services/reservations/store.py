@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from carme_core.db import ServiceDatabase, UTCDateTime, now_utc
+from carme_core.db import NAMING_CONVENTION, ServiceDatabase, UTCDateTime, now_utc
 
 from .booking import BookingRequest
 
@@ -44,10 +44,7 @@ def database(url: str) -> ServiceDatabase:
 
 
 class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention={
-        "pk": "pk_%(table_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s",
-        "ix": "ix_%(table_name)s_%(column_0_name)s", "ck": "ck_%(table_name)s_%(constraint_name)s",
-    })
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), str: sa.String(255)}
 
 

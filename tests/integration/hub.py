@@ -123,16 +123,17 @@ class Hub:
             "CARME__carme__scratch": "false",  # scratch tests enable it (tests/integration/test_scratch.py)
             "CARME__carme__culler": "false",  # culler tests enable it (public + 7)
             "CARME__carme__sessions": "false",  # sessions tests enable it (public + 8)
+            "CARME__carme__ssh": "false",  # SSH tests enable it (web public + 7, SSH public + 9)
         }
         env.update(self.extra_env)
         return env
 
     @property
     def ports(self) -> tuple[int, ...]:
-        """Every port this hub and its proxy and services listen on (services at public + 2 to 8; + 3 is
+        """Every port this hub and its proxy and services listen on (services at public + 2 to 9; + 3 is
         test_reconcile's): a stop frees them all, so a service the hub left running cannot answer for
         the next hub's (a loaded machine once kept the old reconcile service answering)."""
-        return (self.public_port, self.proxy_api_port, self.hub_port, *(self.public_port + i for i in range(2, 9)))
+        return (self.public_port, self.proxy_api_port, self.hub_port, *(self.public_port + i for i in range(2, 10)))
 
     def start(self, timeout: float = 60) -> None:
         stale = free_ports(self.ports)

@@ -38,7 +38,14 @@ SITE = JobSite(
     singleuser_cmd=("jupyterhub-singleuser", "--ServerApp.default_url=/lab"),
     extra_sbatch=("--qos=normal",),
 )
-START_LINE = 'echo "carme: job ${SLURM_JOB_ID} starting on $(hostname)"'
+PRELUDE = ['export CARME_JOB_ID="$SLURM_JOB_ID"', 'say() { [ "${CARME_ENTER:-}" = 1 ] || echo "carme: $*"; }',
+           'say "job ${SLURM_JOB_ID} starting on $(hostname)"']
+
+
+def enter_block(container: list[str]) -> list[str]:
+    """The script's enter mode (a carme-ssh session): the same container, the session's command."""
+    return ['if [ "${CARME_ENTER:-}" = 1 ]; then  # a carme-ssh session: its command, in the job\'s container',
+            "    exec " + " ".join(shlex.quote(a) for a in container) + ' "$@"', "fi"]
 PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_.:,/=%+@-]+")
 
 
@@ -71,7 +78,9 @@ def test_example_script():
             "#SBATCH --export=JUPYTERHUB_API_TOKEN,JUPYTERHUB_API_URL,PATH",
             "#SBATCH --qos=normal",
             "set -euo pipefail",
-            START_LINE,
+            *PRELUDE,
+            *enter_block(["apptainer", "exec", "--nv", "--bind", "/home/alice,/scratch/alice:/scratch:rw,/opt/data:/data:ro",
+                          "/opt/carme/images/base.sif"]),
             "exec /opt/carme/venv/bin/python3 -m carme_spawner.launcher -- apptainer exec --nv"
             " --bind /home/alice,/scratch/alice:/scratch:rw,/opt/data:/data:ro /opt/carme/images/base.sif"
             " jupyterhub-singleuser --ServerApp.default_url=/lab",
@@ -268,13 +277,15 @@ def test_any_input_is_refused_or_yields_a_script_of_the_template_shape(raw, limi
     lines = script.splitlines()
     directives = sbatch_directives(req, SITE)
     assert script.endswith("\n") and "\r" not in script and "\x00" not in script
-    assert len(lines) == len(directives) + 4
+    assert len(lines) == len(directives) + 9
     assert lines[0] == "#!/bin/bash"
     for line, directive in zip(lines[1:], directives):
         assert line == f"#SBATCH {directive}"
         assert PLAIN_TOKEN.fullmatch(directive)
-    assert lines[-3:-1] == ["set -euo pipefail", START_LINE]
-    assert exec_argv(script) == [*LAUNCHER, *container_command(req, SITE)]
+    command = container_command(req, SITE)
+    assert lines[-8:-1] == ["set -euo pipefail", *PRELUDE,
+                            *enter_block(command[: len(command) - len(SITE.singleuser_cmd)])]
+    assert exec_argv(script) == [*LAUNCHER, *command]
 
 
 def test_image_environment_reaches_the_apptainer_line_quoted():

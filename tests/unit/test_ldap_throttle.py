@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from carme_auth.throttle import ADDRESS, USER, LoginThrottle
+from carme_core.throttle import ADDRESS, USER, LoginThrottle
 
 
 class Clock:

@@ -1,0 +1,3 @@
+from .service import SshService
+
+SshService.launch_instance()
