@@ -207,7 +207,10 @@ class CarmeService(Application):
         return web.Application(routes, cookie_secret=secrets.token_bytes(32), carme_service=self, jinja=jinja)
 
     def start(self):
-        asyncio.run(self.run())
+        try:
+            asyncio.run(self.run())
+        except KeyboardInterrupt:  # the hub stops its managed services with SIGINT
+            self.log.info("%s stopped", self.name)
 
     async def run(self) -> None:
         url = urlparse(self.url)

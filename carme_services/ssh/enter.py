@@ -8,7 +8,8 @@ root, starts srun with the user's uid, gid and groups; no shell, no su, no PAM i
 
 `--overlap` shares the job's allocation instead of waiting for free CPUs, so the step lands in
 the job's cgroup with its GPUs (SLURM sets CUDA_VISIBLE_DEVICES as for the server) and its
-limits. The batch script is SLURM's own copy of what the spawner submitted; in enter mode it
+limits. `--unbuffered`: srun line-buffers a step's output by default, which stalls any protocol
+that waits for an answer without a newline in it (sftp, a forward, a progress bar). The batch script is SLURM's own copy of what the spawner submitted; in enter mode it
 execs COMMAND in the same image with the same binds and scratch as the server, instead of the
 server (see slurm_templates/carme_job.sh.j2). So there is one definition of "the job's
 container", and a session can do nothing the user could not do in her own job.
@@ -58,7 +59,7 @@ def step_argv(site: StepSite, target: Target, account: Account, command: Sequenc
     script) is given, else on the job's node outside it (the relay)."""
     argv = [site.srun, f"--jobid={target.job_id}", "--overlap", "--nodes=1", "--ntasks=1",
              f"--nodelist={target.node}", f"--chdir={account.home}", f"--job-name={STEP_NAME}", "--quiet",
-             "--export=ALL"]
+             "--unbuffered", "--export=ALL"]
     if pty:
         argv.append("--pty")
     if script is not None:

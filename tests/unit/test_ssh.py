@@ -123,7 +123,7 @@ def test_a_token_must_be_the_users_own_and_reach_the_server(model, ok):
 def test_a_session_is_a_step_of_the_job_through_its_batch_script():
     argv = step_argv(StepSite(), TARGET, ACCOUNT, ["/bin/bash", "-c", "id -un"], script="#!/bin/bash\nexec x")
     assert argv == ["srun", "--jobid=42", "--overlap", "--nodes=1", "--ntasks=1", "--nodelist=carme-n1",
-                    "--chdir=/home/alice", "--job-name=carme-ssh", "--quiet", "--export=ALL",
+                    "--chdir=/home/alice", "--job-name=carme-ssh", "--quiet", "--unbuffered", "--export=ALL",
                     "bash", "-c", "#!/bin/bash\nexec x", "carme-enter", "/bin/bash", "-c", "id -un"]
 
 
