@@ -19,6 +19,7 @@ from tornado import web
 
 from carme_core.roles import ADMIN
 
+from . import metrics
 from .view import VIEW_SCOPE, SlurmView
 
 STATUS_PATH = r"/api/carme/status"
@@ -66,6 +67,7 @@ def replace_api_handler(path: str, handler) -> None:
 def install() -> None:
     replace_api_handler(VIEW_PATH, SlurmViewHandler)
     replace_api_handler(STATUS_PATH, CarmeStatusHandler)
+    metrics.install(SlurmView.current)  # the view's numbers at /hub/metrics
 
 
 def hub_wiring(admin_users) -> dict:

@@ -15,8 +15,13 @@ import asyncio
 import contextlib
 from datetime import datetime
 
+from prometheus_client import Counter
+
 from carme_quota.admission import Usage, user_usage
 from carme_slurm import SlurmView
+
+#: at /hub/metrics: spawns the quota refused, by the limit they broke (gpus_per_job, gpu_hours, ...)
+QUOTA_REFUSALS = Counter("carme_quota_refusals", "Spawns refused by a quota, by the limit", ["limit"])
 
 
 class HubAdmission:

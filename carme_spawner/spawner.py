@@ -47,7 +47,7 @@ from container_catalog import UserEntryRules
 
 from . import expected_start, port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
-from .admission import HUB_ADMISSION
+from .admission import HUB_ADMISSION, QUOTA_REFUSALS
 from .batch_script import render_batch_script
 from .form import defaults_from_last_choice, render_options_form
 from .images import (
@@ -353,6 +353,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         if refusal is None and request.project:  # the project's own budget and partitions: refused, never shortened
             refusal = self.project_refusal(request, usage, prepared.quota.template)
         if refusal is not None:
+            QUOTA_REFUSALS.labels(refusal.limit).inc()
             self.log.info("Spawn %s refused by quota: %s", self._log_name, refusal.message)
             raise SpawnFailed(f"Over your quota: {refusal.message}", 403)
         warning = budget_warning(request.gpus, request.runtime_minutes, limits, usage, quota.budget_warning,

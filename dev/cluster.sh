@@ -330,10 +330,10 @@ wait_idle() {
 
 check_gpus() {
     local out
-    out=$(srun -p interactive --gres=gpu:2 -t 1 bash -c 'echo "$CUDA_VISIBLE_DEVICES"' 2>&1) || die "test job failed: $out"
+    out=$(srun -Q -p interactive --gres=gpu:2 -t 1 bash -c 'echo "$CUDA_VISIBLE_DEVICES"' 2>&1) || die "test job failed: $out"
     [[ "$out" =~ ^[0-9]+,[0-9]+$ ]] || die "a --gres=gpu:2 job saw CUDA_VISIBLE_DEVICES='$out'"
     log "a --gres=gpu:2 job sees CUDA_VISIBLE_DEVICES=$out"
-    out=$(srun -p interactive --gres=gpu:1g.10gb:1 -t 1 bash -c 'echo "$SLURMD_NODENAME $CUDA_VISIBLE_DEVICES"' 2>&1) \
+    out=$(srun -Q -p interactive --gres=gpu:1g.10gb:1 -t 1 bash -c 'echo "$SLURMD_NODENAME $CUDA_VISIBLE_DEVICES"' 2>&1) \
         || die "a test job on a 1g.10gb slice failed: $out"
     [[ "$out" =~ ^carme-n2\ [2-5]$ ]] || die "a --gres=gpu:1g.10gb:1 job saw node and CUDA_VISIBLE_DEVICES '$out'"
     log "a --gres=gpu:1g.10gb:1 job runs on $out (a slice's device index)"
