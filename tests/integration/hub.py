@@ -23,6 +23,9 @@ from .listeners import free_ports
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path("/opt/carme/venv")
 STANDINS = Path("/opt/carme/standins")
+ARTIFACTS = Path(os.environ.get("CARME_TEST_ARTIFACTS", REPO / "test-artifacts"))
+#: a hub exits within ~3 s of SIGTERM here; one that has not after this is killed (its stop is recorded)
+STOP_GRACE_SECONDS = 10
 # Test hubs take fixed ports BELOW the ephemeral range (32768-60999 here), so no outgoing connection
 # (slurmdbd, munge, the hub's own clients) and no server's random port can hold one when a hub starts.
 # Each hub also uses public+1 (proxy API), +2 (catalog), +4 (quota) and public+81 (hub).
@@ -166,8 +169,9 @@ class Hub:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
+                self.proc.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:  # say what it was doing (test-artifacts/), then kill it
+                self._record_slow_stop()
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         if self.proc:
@@ -176,6 +180,14 @@ class Hub:
             # on this hub's ports: every later hub on them would fail too
             free_ports(self.ports)
         self.proc = None
+
+    def _record_slow_stop(self) -> None:
+        lines = self.log_tail(400).splitlines()
+        since = max([i for i, line in enumerate(lines) if "Received signal" in line] or [max(0, len(lines) - 40)])
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with open(ARTIFACTS / "slow-hub-stops.log", "a") as f:
+            f.write(f"==== {os.environ.get('PYTEST_CURRENT_TEST', '?')}: the hub ({self.url}) had not exited "
+                    f"{STOP_GRACE_SECONDS} s after SIGTERM; its log since:\n" + "\n".join(lines[max(0, since - 10):]) + "\n")
 
     def restart(self) -> None:
         self.stop()
