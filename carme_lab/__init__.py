@@ -6,6 +6,9 @@
   ($JUPYTERHUB_API_TOKEN, which the hub gives the scopes those services declare as `server_scopes`);
   the browser page holds no token.
 - `facts`: the pure part, the services' answers joined into what the page shows.
+- `apps`: the image's web apps (TensorBoard, code-server, the site's own, from $CARME_INTERFACES)
+  as jupyter-server-proxy servers on unix sockets in a 0700 directory, behind the server's login;
+  `apps.tensorboard_socket` serves TensorBoard on a unix socket.
 - `js/`: the JupyterLab 4 extension (status bar item, notifications with Extend and Keep running),
   built by dev/install.sh into a prebuilt extension (share/jupyter/labextensions/carme-lab).
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 
 def _jupyter_server_extension_points():
-    return [{"module": "carme_lab"}]
+    return [{"module": "carme_lab"}, {"module": "carme_lab.apps"}]
 
 
 def _load_jupyter_server_extension(serverapp):

@@ -36,6 +36,8 @@ class ImageChoice:
     owner: str | None = None  # who added a user-defined entry (shown next to its badge)
     gpu_types: tuple[str, ...] = ()  # the GPU types it runs on; () any
     min_gpu_memory_gb: int = 0
+    #: (name, title) of the web interfaces it offers, jupyterlab first
+    interfaces: tuple[tuple[str, str], ...] = (("jupyterlab", "JupyterLab"),)
 
     @property
     def owner_label(self) -> str:
@@ -51,6 +53,7 @@ class FormDefaults:
     reservation: str = ""
     gpu_type: str = ""  # "" = any type
     scratch_gib: str = ""  # "" = the site's default
+    open_first: str = "jupyterlab"  # the interface the server opens at
 
 
 def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimits, images: list[ImageChoice],
@@ -76,8 +79,11 @@ def defaults_from_last_choice(last: Mapping[str, Any] | None, limits: SpawnLimit
     reservation = active or (last.get("reservation") if last.get("reservation") in offered else "")
     known_types = {t for types in limits.gpu_capacity.values() for t in types if t}
     gpu_type = last.get("gpu_type") if last.get("gpu_type") in known_types else ""
+    offered = limits.interfaces(image) if image else ()
+    open_first = last.get("open_first") if last.get("open_first") in offered else "jupyterlab"
     return FormDefaults(image=image, gpus=gpus, runtime=runtime[:16], partition=partition, reservation=reservation,
-                        gpu_type=gpu_type, scratch_gib=_scratch_default(last.get("scratch_gib"), limits))
+                        gpu_type=gpu_type, scratch_gib=_scratch_default(last.get("scratch_gib"), limits),
+                        open_first=open_first)
 
 
 def _scratch_default(last: Any, limits: SpawnLimits) -> str:
@@ -143,6 +149,7 @@ def render_options_form(
     }
     partition, reason = route_partition(defaults.gpus, limits.default_runtime_minutes, limits)
     scratch = scratch_field(limits) if limits.scratch else {}
+    chosen = next((i for i in images if i.id == defaults.image), None)
     return env.get_template("options_form.html").render(
         images=images,
         limits=limits,
@@ -165,6 +172,7 @@ def render_options_form(
         scratch_line=scratch_line,
         scratch=scratch.get(defaults.partition or partition.name, (None, "")),
         scratch_json=json.dumps(scratch),
+        open_first=list(chosen.interfaces) if chosen else [("jupyterlab", "JupyterLab")],
     )
 
 

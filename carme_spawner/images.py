@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from container_catalog import Catalog, CatalogSource, UserEntryRules
+from container_catalog.web_apps import DEFAULT_INTERFACES, WebInterface
 
 from .form import ImageChoice
 
@@ -19,6 +20,7 @@ class CatalogImage:
     reference: str  # .sif path or docker:// / oras:// / library:// URI
     binds: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    interfaces: tuple[WebInterface, ...] = DEFAULT_INTERFACES  # the web interfaces it offers, jupyterlab first
 
 
 def images_from_setting(images: Mapping[str, str]) -> list[CatalogImage]:
@@ -33,10 +35,12 @@ def images_from_catalog(catalog: Catalog, role: str, username: str,
     return [
         CatalogImage(
             ImageChoice(e.choice_id, e.name, e.description, e.gpu, e.tags, e.section, e.owner,
-                        gpu_types=e.gpu_types, min_gpu_memory_gb=e.min_gpu_memory_gb),
+                        gpu_types=e.gpu_types, min_gpu_memory_gb=e.min_gpu_memory_gb,
+                        interfaces=tuple((i.name, i.title) for i in e.interfaces)),
             e.image,
             binds=tuple(b.spec for b in e.binds),
             env=e.env,
+            interfaces=e.interfaces,
         )
         for e in catalog.visible_to(role, username, runnable_only=True, owner_may_share=owner_may_share)
     ]

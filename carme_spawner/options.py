@@ -16,7 +16,9 @@ from typing import Any, Mapping
 from container_catalog.fields import CHOICE_ID, CHOICE_ID_RULE
 from container_catalog.image_reference import ImageReferenceError, check_image_reference
 
-KNOWN_OPTIONS = ("gpu_type", "gpus", "image", "partition", "project", "reservation", "runtime", "scratch_gib")
+KNOWN_OPTIONS = ("gpu_type", "gpus", "image", "open_first", "partition", "project", "reservation", "runtime",
+                 "scratch_gib")
+JUPYTERLAB = "jupyterlab"  # the session's server, which every image offers (container_catalog.web_apps)
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 RESERVATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -90,6 +92,9 @@ class SpawnLimits:
     #: partition -> the largest TmpDisk (MiB) of its nodes, from the hub's view; a partition
     #: missing here is not known: its scratch sizes are left to SLURM
     scratch_capacity_mb: Mapping[str, int] = field(default_factory=dict)
+    #: image id -> the names of the web interfaces it offers, jupyterlab first (from the catalog);
+    #: missing: jupyterlab only
+    image_interfaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         # freeze the containers too, so nothing changes after validation
@@ -103,6 +108,12 @@ class SpawnLimits:
             {i: tuple(types) for i, types in self.image_gpu_types.items()}))
         object.__setattr__(self, "refused_reservations", MappingProxyType(dict(self.refused_reservations)))
         object.__setattr__(self, "scratch_capacity_mb", MappingProxyType(dict(self.scratch_capacity_mb)))
+        object.__setattr__(self, "image_interfaces", MappingProxyType(
+            {i: tuple(names) for i, names in self.image_interfaces.items()}))
+
+    def interfaces(self, image_id: str) -> tuple[str, ...]:
+        """The web interfaces image `image_id` offers, jupyterlab first."""
+        return self.image_interfaces.get(image_id) or (JUPYTERLAB,)
 
     def partition(self, name: str) -> PartitionPolicy | None:
         """The policy of the partition called `name`, if there is one."""
@@ -129,6 +140,7 @@ class SpawnRequest:
     project: str | None = None  # the job's SLURM account; None: the user's own
     gpu_type: str = ""  # a SLURM gres type (--gres=gpu:TYPE:N); "" any type
     scratch_gib: int = 0  # the job's scratch size (--tmp, a node with that much TmpDisk); 0: none asked
+    open_first: str = JUPYTERLAB  # the image's interface the server opens at (its default URL)
 
     def __post_init__(self):
         if not _MINTING.get():
@@ -164,6 +176,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
     gpu_type = _check_gpu_type(_parse_gpu_type(given.get("gpu_type")), gpus, partition.name, image_id, limits)
     project = _parse_project(given.get("project"), limits)
     scratch_gib = _parse_scratch(given.get("scratch_gib"), partition.name, limits)
+    open_first = _parse_open_first(given.get("open_first"), image_id, limits)
 
     minting = _MINTING.set(True)
     try:
@@ -180,6 +193,7 @@ def parse_options(raw: Mapping[str, Any], limits: SpawnLimits) -> SpawnRequest:
             project=project,
             gpu_type=gpu_type,
             scratch_gib=scratch_gib,
+            open_first=open_first,
         )
     finally:
         _MINTING.reset(minting)
@@ -271,6 +285,10 @@ def validate_limits(limits: SpawnLimits) -> SpawnLimits:
             validate_image_reference(ref)
         except ValueError as e:
             raise ValueError(f"allowed_images[{image_id!r}]: {e}") from None
+    for image_id, names in limits.image_interfaces.items():
+        if not names or names[0] != JUPYTERLAB or len(set(names)) != len(names):
+            raise ValueError(f"image_interfaces[{image_id!r}]: must list jupyterlab first and no interface twice, "
+                             f"got {list(names)}")
     _require_int("default_scratch_gib", limits.default_scratch_gib, 0)
     most = limits.max_scratch_gib
     if most is not None and (type(most) not in (int, float) or not 0 <= most < math.inf):
@@ -403,6 +421,16 @@ def _parse_image(value: Any, limits: SpawnLimits) -> str:
     if not isinstance(value, str) or not IMAGE_ID.fullmatch(value) or value not in limits.allowed_images:
         choices = ", ".join(sorted(limits.allowed_images)[:12]) or "none"
         raise OptionsError("image", f"{_describe(value)} is not an image available to you; choose one of: {choices}")
+    return value
+
+
+def _parse_open_first(value: Any, image_id: str, limits: SpawnLimits) -> str:
+    offered = limits.interfaces(image_id)
+    if value is None:
+        return JUPYTERLAB
+    if not isinstance(value, str) or value not in offered:
+        raise OptionsError("open_first", f"{_describe(value)} is not an interface of image {image_id}; "
+                                         f"choose one of: {', '.join(offered)}")
     return value
 
 

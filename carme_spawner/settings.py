@@ -353,6 +353,7 @@ class CarmeSpawnerSettings(LoggingConfigurable):
                 projects=projects,
                 gpu_capacity={p: {t: c.most_on_a_node for t, c in types.items()} for p, types in (gpus or {}).items()},
                 image_gpu_types={i.choice.id: self.image_gpu_types(i.choice, gpus or {}) for i in images},
+                image_interfaces={i.choice.id: tuple(name for name, _ in i.choice.interfaces) for i in images},
                 refused_reservations=refused_reservations or {},
                 scratch=bool(self.scratch),
                 max_scratch_gib=quota.scratch_gib,

@@ -43,7 +43,7 @@ from carme_slurm import (
     server_slug,
 )
 from carme_slurm.gpu_inventory import gpu_inventory
-from container_catalog import UserEntryRules
+from container_catalog import UserEntryRules, web_apps
 
 from . import expected_start, port_callback, progress
 from .accounts import AccountError, JobAccount, resolve_account
@@ -117,6 +117,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         self._events_changed = asyncio.Event()
         self._events_done = False
         self._route_added = asyncio.Event()
+        self.interfaces: list[list[str]] = []  # [name, title] of the running server's web interfaces
 
     # JupyterHub sets _proxy_pending while it adds the server's route and clears it when done (also
     # after a failed add, once it has stopped the server): the moment of "proxy route added"
@@ -137,11 +138,14 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         state = super().get_state()
         if self.last_failure:
             state["last_failure"] = self.last_failure
+        if self.interfaces and self.job_id:  # the session cards link each one (not kept once it stopped)
+            state["interfaces"] = self.interfaces
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.last_failure = state.get("last_failure", "")
+        self.interfaces = list(state.get("interfaces") or [])
 
     # ---- who, what, where ---------------------------------------------------------------------------
     @property
@@ -263,6 +267,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         if self.start_gate_dir:  # read by the launcher on the node
             env["CARME_START_GATE_DIR"] = self.start_gate_dir
             env["CARME_START_GATE_WAIT"] = f"{self.start_gate_wait:g}"
+        if self._prepared is not None:  # the image's web apps (carme_lab.apps), the one opened first
+            env.update(web_apps.session_env(self._prepared.image.interfaces, self._prepared.request.open_first))
+            self.interfaces = [[i.name, i.title] for i in self._prepared.image.interfaces]  # for the cards
         return env
 
     def _emit(self, message: str, percent: int) -> None:

@@ -50,14 +50,15 @@ from .user_entries import (
     enable_user_entry,
 )
 from .watcher import CatalogSource
+from .web_apps import BUILTIN_INTERFACES, WebInterface
 
 EXAMPLE_CATALOG = Path(__file__).parent / "example"
 
 __all__ = [
-    "BindMount", "CHOICE_ID", "Catalog", "CatalogEntry", "CatalogProblem", "CatalogSource", "EXAMPLE_CATALOG",
-    "GPU_MODES", "IMAGE_SCHEMES", "INTERFACES", "ImageReferenceError", "InvalidEntry", "ROLES",
+    "BUILTIN_INTERFACES", "BindMount", "CHOICE_ID", "Catalog", "CatalogEntry", "CatalogProblem", "CatalogSource",
+    "EXAMPLE_CATALOG", "GPU_MODES", "IMAGE_SCHEMES", "INTERFACES", "ImageReferenceError", "InvalidEntry", "ROLES",
     "RUNNABLE_INTERFACES", "SECTIONS", "owner_label", "UserEntryConflict", "UserEntryError",
-    "UserEntryForbidden", "UserEntryNotFound", "UserEntryRules", "add_user_entry", "check_image_reference",
-    "check_user_image_reference", "disable_user_entry", "load_catalog",
+    "UserEntryForbidden", "UserEntryNotFound", "UserEntryRules", "WebInterface", "add_user_entry",
+    "check_image_reference", "check_user_image_reference", "disable_user_entry", "load_catalog",
     "enable_user_entry", "parse_entry", "read_entries_file",
 ]

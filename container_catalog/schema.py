@@ -1,7 +1,8 @@
 """The catalog entry model and its validation (pure: mappings in, frozen entries or problems out).
 
 An entry describes one container image users may run: id, display name, image reference,
-interface, GPU need, tags, allowed roles, extra binds and environment, maintainer, enabled. It
+interface, the web interfaces it offers (`interfaces`, see `web_apps`), GPU need, tags, allowed
+roles, extra binds and environment, maintainer, enabled. It
 comes from a site catalog file (section "site") or from the user-defined store (sections "user",
 one per owner, and "shared", also one per owner); the latter also record their owner.
 
@@ -20,15 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from . import fields as f
+from . import web_apps
 from .access import ROLES, role_may_use
+from .web_apps import DEFAULT_INTERFACES, WebInterface
 
 SECTIONS = ("site", "shared", "user")
 USER_SECTIONS = ("shared", "user")
 RUNNABLE_INTERFACES = ("jupyterlab",)  # others validate; they become runnable with their launchers
 
 SITE_FIELDS = (
-    "id", "name", "description", "image", "interface", "gpu", "gpu_types", "min_gpu_memory_gb", "tags", "roles",
-    "binds", "env", "maintainer", "enabled",
+    "id", "name", "description", "image", "interface", "interfaces", "gpu", "gpu_types", "min_gpu_memory_gb", "tags",
+    "roles", "binds", "env", "maintainer", "enabled",
 )
 #: what only the site may set: a user-defined entry runs in other users' jobs (binds over their
 #: libraries, variables that load code, who may run it are the site's decisions)
@@ -93,6 +96,8 @@ class CatalogEntry:
     image: str
     description: str = ""
     interface: str = "jupyterlab"  # jupyterlab | notebook | code-server
+    #: the web interfaces the image offers in its session: JupyterLab first, then apps proxied by it
+    interfaces: tuple[WebInterface, ...] = DEFAULT_INTERFACES
     gpu: str = "optional"  # required | optional | none
     gpu_types: tuple[str, ...] = ()  # SLURM gres types it runs on; () any
     min_gpu_memory_gb: int = 0  # 0: no minimum
@@ -116,6 +121,10 @@ class CatalogEntry:
             if self.maintainer not in ("", self.owner):
                 raise ValueError(f"the maintainer of a user-defined entry is its owner {self.owner!r}")
             object.__setattr__(self, "maintainer", self.owner or "")
+        if not self.interfaces or self.interfaces[0] != DEFAULT_INTERFACES[0]:
+            raise ValueError("interfaces must start with jupyterlab (the session's server)")
+        if self.user_defined and any(not i.builtin for i in self.interfaces):
+            raise ValueError("a user-defined entry may name built-in interfaces only, not web apps with a command")
 
     def allowed_for(self, role: str) -> bool:
         """True if `role` may run this entry (listed in roles, or admin). Ignores `enabled`."""
@@ -140,6 +149,10 @@ class CatalogEntry:
         "<owner>/<id>" of a shared one, so no shared entry can answer for a site id."""
         return f"{self.owner}/{self.id}" if self.section == "shared" else self.id
 
+    @property
+    def interface_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.interfaces)
+
     def tag(self, name: str) -> str | None:
         """The value of tag `name` ("" for a plain label), or None."""
         return dict(self.tags).get(name)
@@ -148,7 +161,8 @@ class CatalogEntry:
         """The entry as plain data (JSON/YAML); parse_entry(entry.to_dict(), ...) gives the entry back."""
         data: dict[str, Any] = {
             "id": self.id, "name": self.name, "description": self.description, "image": self.image,
-            "interface": self.interface, "gpu": self.gpu, "tags": dict(self.tags), "roles": list(self.roles),
+            "interface": self.interface, "interfaces": [i.to_data() for i in self.interfaces], "gpu": self.gpu,
+            "tags": dict(self.tags), "roles": list(self.roles),
             "binds": [b.spec for b in self.binds], "env": dict(self.env), "maintainer": self.maintainer,
             "enabled": self.enabled,
         }
@@ -212,6 +226,7 @@ def parse_entry(
         image=check("image", f.image, required=True),
         description=check("description", f.paragraph, f.MAX_DESCRIPTION, default=""),
         interface=check("interface", f.choice, f.INTERFACES, default="jupyterlab"),
+        interfaces=check("interfaces", _interfaces, section == "site", default=DEFAULT_INTERFACES),
         gpu=check("gpu", f.choice, f.GPU_MODES, default="optional"),
         gpu_types=check("gpu_types", f.gpu_types, default=()),
         min_gpu_memory_gb=check("min_gpu_memory_gb", f.gpu_memory_gb, default=0),
@@ -229,6 +244,10 @@ def parse_entry(
     if problems:
         raise InvalidEntry(tuple(problems))
     return CatalogEntry(**values, source=source)
+
+
+def _interfaces(value: Any, field: str, site: bool) -> tuple[WebInterface, ...]:
+    return web_apps.interfaces(value, field, site=site)
 
 
 def _binds(value: Any, field: str) -> tuple[tuple[str, str, str], ...]:

@@ -14,6 +14,10 @@
 #                              editable: dependencies only when pyproject.toml changed (its hash is
 #                              in /opt/carme/.deps-hash), the project itself on every run
 #   /opt/carme/node            configurable-http-proxy@5 from npm; /opt/carme/bin/configurable-http-proxy
+#   /opt/carme/code-server     code-server from npm (its version pinned per node major), built here: native
+#                              modules against Debian's node headers (libkrb5-dev), ripgrep from Debian's
+#                              `ripgrep` (its npm wrapper would download a binary from GitHub);
+#                              $VENV/bin/code-server links to it (the session's VS Code, carme_lab.apps)
 #   /opt/carme/lab-builder     @jupyterlab/builder from npm: builds the Carme lab extension (carme_lab/js) into
 #                              the venv's share/jupyter/labextensions/carme-lab
 #   /opt/carme/standins        the STAND-IN apptainer and nvidia-smi from dev/standins (tests/demo only)
@@ -62,7 +66,7 @@ apt_install() {  # apt_install PACKAGE...: install those not installed yet
 # --- Debian packages -----------------------------------------------------------------------------
 apt_install python3-venv bubblewrap curl openssh-client openssh-sftp-server  # ssh/sftp: carme-ssh (sftp-server in the jobs) and its tests
 command -v node >/dev/null || apt_install nodejs npm
-[ "$chromium" = 0 ] || apt_install chromium
+[ "$chromium" = 0 ] || apt_install chromium libnss3-tools  # certutil: the HTTPS browser test trusts its test CA in an NSS db
 { command -v node && command -v npm; } >/dev/null || die "node/npm not found after installing nodejs npm"
 /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "/usr/bin/python3 is older than 3.10"
 
@@ -104,6 +108,40 @@ if [ ! -x "$chp" ]; then
     [ -x "$chp" ] || die "npm did not install $chp"
 fi
 ln -sfn "$chp" "$PREFIX/bin/configurable-http-proxy"
+
+# --- code-server (the session's web IDE, started by jupyter-server-proxy on a unix socket) -----------------
+# From the npm registry only: its postinstall builds VS Code's native modules here (node-gyp against
+# /usr/include/node, no header download), and @vscode/ripgrep, which would fetch rg from GitHub, finds
+# Debian's rg in its download cache (a private TMPDIR). Versions whose `engines` accept this node:
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+case $node_major in
+20) code_server_version=4.100.3 ;;  # engines node 20 (verified on Debian 12 with node 20)
+18) code_server_version=4.89.1 ;;   # engines node 18
+22) code_server_version=4.103.2 ;;  # engines node 22
+*) die "no code-server version known for node $node_major (pin one whose engines accept it)" ;;
+esac
+code_server=$PREFIX/code-server/node_modules/.bin/code-server
+if [ ! -x "$code_server" ] || [ "$(cat "$PREFIX/.code-server-version" 2>/dev/null || true)" != "$code_server_version" ]; then
+    apt_install g++ make libkrb5-dev ripgrep
+    log "npm install code-server@$code_server_version into $PREFIX/code-server (builds native modules, ~2 min)"
+    rg_cache=$(mktemp -d /tmp/carme-code-server.XXXXXX)
+    # @vscode/ripgrep 1.15.11 (code-server 4.100.x) looks in $TMPDIR/vscode-ripgrep-cache-1.15.11/ for
+    # ripgrep-v13.0.0-10-<target>.tar.gz before it asks GitHub; Debian's rg is 13.0.0 too
+    mkdir -p "$rg_cache/rg" "$rg_cache/vscode-ripgrep-cache-1.15.11"
+    cp /usr/bin/rg "$rg_cache/rg/rg"
+    tar -C "$rg_cache/rg" -czf "$rg_cache/vscode-ripgrep-cache-1.15.11/ripgrep-v13.0.0-10-x86_64-unknown-linux-musl.tar.gz" rg
+    rm -rf "$PREFIX/code-server"
+    mkdir -p "$PREFIX/code-server"
+    if ! TMPDIR=$rg_cache npm_config_yes=true npm install --prefix "$PREFIX/code-server" --no-audit --no-fund \
+            --loglevel=error --unsafe-perm "code-server@$code_server_version" >"$rg_cache/npm.log" 2>&1; then
+        tail -40 "$rg_cache/npm.log" >&2
+        die "npm could not install code-server@$code_server_version"
+    fi
+    rm -rf "$rg_cache"
+    [ -x "$code_server" ] || die "npm did not install $code_server"
+    echo "$code_server_version" >"$PREFIX/.code-server-version"
+fi
+ln -sfn "$code_server" "$VENV/bin/code-server"
 
 # --- stand-ins and placeholder images ------------------------------------------------------------
 mkdir -p "$PREFIX/standins" "$PREFIX/images"
@@ -162,7 +200,7 @@ find "$PREFIX" -type d -exec chmod 0755 {} +
 # --- summary -------------------------------------------------------------------------------------
 versions=$("$PY" - <<'EOF'
 from importlib.metadata import version, PackageNotFoundError
-for name in ("carme", "jupyterhub", "jupyterlab", "batchspawner"):
+for name in ("carme", "jupyterhub", "jupyterlab", "batchspawner", "jupyter-server-proxy", "tensorboard"):
     try:
         print(f"  {name:24} {version(name)}")
     except PackageNotFoundError:
@@ -174,6 +212,7 @@ install: done in $((SECONDS - START)) s ($deps_state)
   venv                     $VENV (python $("$PY" -c 'import platform; print(platform.python_version())'), from /usr/bin/python3)
 $versions
   configurable-http-proxy  $("$PREFIX/bin/configurable-http-proxy" --version) ($PREFIX/bin/configurable-http-proxy, node $(node --version))
+  code-server              $(cat "$PREFIX/.code-server-version") ($VENV/bin/code-server)
   stand-ins                $(cd "$PREFIX/standins" && echo *) in $PREFIX/standins (STAND-INS: tests and demo only)
   images                   $(cd "$PREFIX/images" && echo *) in $PREFIX/images (placeholders for the stand-in)
 EOF

@@ -29,6 +29,8 @@ from carme_slurm.gres import parse_gres
 from carme_slurm.jobs import SlurmJob, server_slug
 from carme_slurm.reasons import describe_end_state, describe_reason
 
+from container_catalog.web_apps import APP_NAME, app_path
+
 from ..reconcile import hub_time
 
 BADGES = ("queued", "starting", "running", "ending soon", "stopping", "completed", "failed", "cancelled")
@@ -53,6 +55,8 @@ class SessionServer:
     options: Mapping = field(default_factory=dict)  # the user's choices of its last start (the hub keeps them)
     job_id: str = ""  # while it runs (state.job_id)
     last_failure: str = ""  # the hub's words once it saw its job end by itself (state.last_failure)
+    #: (name, title) of the web interfaces of its image while it runs (state.interfaces, CarmeSpawner)
+    interfaces: tuple[tuple[str, str], ...] = ()
 
     @property
     def active(self) -> bool:
@@ -66,7 +70,27 @@ class SessionServer:
         return cls(user=user, name=name, ready=bool(model.get("ready")), pending=model.get("pending") or None,
                    started=hub_time(model.get("started")), last_activity=hub_time(model.get("last_activity")),
                    url=str(model.get("url") or ""), options=dict(model.get("user_options") or {}),
-                   job_id=str(state.get("job_id") or ""), last_failure=str(state.get("last_failure") or ""))
+                   job_id=str(state.get("job_id") or ""), last_failure=str(state.get("last_failure") or ""),
+                   interfaces=_interfaces(state.get("interfaces")))
+
+
+def _interfaces(value) -> tuple[tuple[str, str], ...]:
+    """state.interfaces as (name, title) pairs; anything malformed is left out."""
+    pairs = []
+    for item in value if isinstance(value, list) else ():
+        if (isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(x, str) for x in item)
+                and APP_NAME.fullmatch(item[0])):
+            pairs.append((item[0], item[1][:80]))
+    return tuple(pairs)
+
+
+def interface_links(server: SessionServer) -> list[dict]:
+    """[{name, title, url}] of a ready server's web interfaces: JupyterLab at <url>lab, an app at
+    <url><name>/ (jupyter-server-proxy inside the server, behind its hub login); [] otherwise."""
+    if not server.ready or not server.url:
+        return []
+    base = server.url if server.url.endswith("/") else server.url + "/"
+    return [{"name": name, "title": title, "url": base + app_path(name)} for name, title in server.interfaces]
 
 
 def servers_of(user_model: Mapping) -> list[SessionServer]:
@@ -233,6 +257,7 @@ def card(server: SessionServer, job_id: str, job: SlurmJob | None, accounted: Ac
         "options": dict(options),
         "extensions": [dict(e) for e in extensions],
         "links": {"open": server.url if server.ready else "", "edit": spawn_url(hub_prefix, server.user, server.name)},
+        "interfaces": interface_links(server),
         "actions": {"open": server.ready, "stop": server.active and server.pending != "stop",
                     "extend": running and job is not None and job.is_running and bool(job.time_limit_minutes),
                     "relaunch": not server.active, "edit": not server.active},

@@ -252,6 +252,7 @@ NEAR_VALID = {
     "project": st.sampled_from(["vision", "other", ""]),
     "gpu_type": st.sampled_from(["a100", "1g.10gb", "any", "", "h100"]),
     "scratch_gib": st.sampled_from([0, 1, 50, 51, 100, 101, "20", " 5 ", "007", "-1", "1.5", "1e3", 10**9]),
+    "open_first": st.sampled_from(["jupyterlab", "tensorboard", "code-server", "", "lab"]),
 }
 #: LIMITS with a scratch: a limit of 100 GiB, the interactive nodes give 50 GiB, batch is not known
 SCRATCH_LIMITS = dataclasses.replace(LIMITS, scratch=True, max_scratch_gib=100.0, default_scratch_gib=10,

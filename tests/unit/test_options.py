@@ -31,7 +31,7 @@ def test_defaults():
         gpus=0, cpus=2, memory_mb=4000, partition="interactive", runtime_minutes=60, reservation=None,
         image_id="base", image="/opt/carme/images/base.sif",
         routing_reason="0 GPUs for 1 h fits the interactive limits (<= 2 GPUs, <= 8 h)", project=None,
-        gpu_type="", scratch_gib=0,
+        gpu_type="", scratch_gib=0, open_first="jupyterlab",
     )
 
 
@@ -218,7 +218,7 @@ def test_image_gpu_policy(policy, gpus, words):
 def test_unknown_keys_rejected(key):
     error = error_for({key: "1"})
     assert error.field == key
-    assert str(error) == f"{key}: unknown option; allowed: gpu_type, gpus, image, partition, project, reservation, runtime, scratch_gib"
+    assert str(error) == f"{key}: unknown option; allowed: gpu_type, gpus, image, open_first, partition, project, reservation, runtime, scratch_gib"
 
 
 @pytest.mark.parametrize("key", [1, None, ("gpus",), "x\ny"])
