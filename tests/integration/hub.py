@@ -127,6 +127,7 @@ class Hub:
             "CARME__carme__culler": "false",  # culler tests enable it (public + 7)
             "CARME__carme__sessions": "false",  # sessions tests enable it (public + 8)
             "CARME__carme__ssh": "false",  # SSH tests enable it (web public + 7, SSH public + 9)
+            "CARME__carme__cockpit": "false",  # cockpit tests enable it (tests/integration/test_cockpit.py)
         }
         env.update(self.extra_env)
         return env

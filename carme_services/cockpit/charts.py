@@ -1,0 +1,98 @@
+"""The cockpit's charts (pure): figures from the history rows, drawn by pygal as SVG without scripts.
+
+- `gpu_hours_by_day(rows, window)`: {project: [GPU-hours per day]}: each job's GPU-seconds
+  (sacct's GPUs x ElapsedRaw) spread over the days it ran, from its start for ElapsedRaw seconds;
+- `wait_buckets(rows)`: how many jobs waited how long in the queue (start - submit);
+- `forecast_chart(forecast)`: free GPUs per type over the next days (`forecast.Forecast.to_dict()`);
+- `*_chart`: the SVG of each (carme_services.charts' look: pygal, no JavaScript).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import pygal
+
+from ..charts import STYLE, _svg_without_scripts, bar_chart
+from .history import Window
+
+WAIT_BUCKETS = ((60, "< 1 min"), (300, "1-5 min"), (900, "5-15 min"), (3600, "15-60 min"), (4 * 3600, "1-4 h"),
+                (None, "> 4 h"))
+PALETTE = ("#0d6efd", "#dc3545", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#6c757d", "#d63384", "#0dcaf0")
+MAX_SERIES = 8  # more projects than this: the smallest are drawn together as "other"
+
+
+def days_of(window: Window) -> list[datetime]:
+    first = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    count = max(1, (window.end - first + timedelta(days=1) - timedelta(microseconds=1)).days)
+    return [first + timedelta(days=i) for i in range(count)]
+
+
+def gpu_hours_by_day(rows: Iterable[dict], window: Window) -> tuple[list[datetime], dict[str, list[float]]]:
+    """(days, {project: GPU-hours per day}) of the rows that ran, each day's share by overlap."""
+    days = days_of(window)
+    series: dict[str, list[float]] = {}
+    for r in rows:
+        if not r.get("start") or not r.get("elapsed_s") or not r.get("gpus"):
+            continue
+        start = datetime.fromtimestamp(r["start"])
+        end = start + timedelta(seconds=r["elapsed_s"])
+        values = series.setdefault(r["project"] or "(none)", [0.0] * len(days))
+        for i, day in enumerate(days):
+            overlap = (min(end, day + timedelta(days=1)) - max(start, day)).total_seconds()
+            if overlap > 0:
+                values[i] += r["gpus"] * overlap / 3600
+    ordered = sorted(series.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
+    if len(ordered) > MAX_SERIES:
+        rest = [sum(day) for day in zip(*(v for _, v in ordered[MAX_SERIES - 1:]), strict=True)]
+        ordered = [*ordered[:MAX_SERIES - 1], ("other", rest)]
+    return days, dict(ordered)
+
+
+def wait_buckets(rows: Iterable[dict]) -> list[tuple[str, int]]:
+    counts = [0] * len(WAIT_BUCKETS)
+    for r in rows:
+        wait = r.get("wait_s")
+        if wait is None:
+            continue
+        index = next(i for i, (upper, _) in enumerate(WAIT_BUCKETS) if upper is None or wait < upper)
+        counts[index] += 1
+    return [(label, counts[i]) for i, (_, label) in enumerate(WAIT_BUCKETS)]
+
+
+def gpu_hours_chart(rows: Iterable[dict], window: Window) -> str:
+    days, series = gpu_hours_by_day(rows, window)
+    labels = [f"{d.day} {d:%b}" for d in days]
+    style = STYLE.__class__(**{**STYLE.to_dict(), "colors": PALETTE})
+    chart = pygal.StackedBar(style=style, height=280, width=760, js=[], disable_xml_declaration=True,
+                             x_label_rotation=-45 if len(labels) > 12 else 0, truncate_label=-1, y_title="GPU-hours",
+                             show_minor_x_labels=len(labels) <= 16, include_x_axis=True, legend_at_bottom=True,
+                             truncate_legend=-1)
+    chart.title = "GPU-hours per day by project"
+    chart.x_labels = labels
+    chart.x_labels_major = labels[::max(1, len(labels) // 10)]
+    for project, values in series.items() or [("(no jobs)", [0.0] * len(days))]:
+        chart.add(project, [round(v, 3) for v in values])
+    return _svg_without_scripts(chart)
+
+
+def wait_chart(rows: Iterable[dict]) -> str:
+    buckets = wait_buckets(rows)
+    return bar_chart("Queue wait (submit to start)", [b[0] for b in buckets], [b[1] for b in buckets], "jobs")
+
+
+def forecast_chart(forecast: dict) -> str:
+    """Free GPUs per type at each point of the forecast (if nothing new starts: an upper bound)."""
+    times = [datetime.fromtimestamp(t) for t in forecast["times"]]
+    labels = [f"{t:%a %H:%M}" for t in times]
+    style = STYLE.__class__(**{**STYLE.to_dict(), "colors": PALETTE})
+    chart = pygal.Line(style=style, height=260, width=760, js=[], disable_xml_declaration=True, show_dots=False,
+                       x_label_rotation=-45, truncate_label=-1, y_title="free GPUs", include_x_axis=True,
+                       show_minor_x_labels=False, legend_at_bottom=True, interpolate=None)
+    chart.title = "Free GPUs ahead (running jobs to their time limit, reservations)"
+    chart.x_labels = labels
+    chart.x_labels_major = labels[::max(1, len(labels) // 12)]
+    for gpu_type, values in sorted(forecast["free"].items()) or [("(no GPUs)", [0] * len(labels))]:
+        chart.add(gpu_type, list(values))
+    return _svg_without_scripts(chart)
