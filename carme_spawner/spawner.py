@@ -140,6 +140,9 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             state["last_failure"] = self.last_failure
         if self.interfaces and self.job_id:  # the session cards link each one (not kept once it stopped)
             state["interfaces"] = self.interfaces
+        job = SlurmView.current().jobs.items.get(str(self.job_id)) if self.job_id and SlurmView.current() else None
+        if job is not None and job.is_running:  # where admins look: JupyterHub's admin panel shows the state
+            state["node"], state["ends_at"] = job.batch_host, job.end_time  # (the image, GPUs: user_options)
         return state
 
     def load_state(self, state):

@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import subprocess
+import time
 
 import pytest
 import requests
@@ -137,6 +138,11 @@ def test_the_overview_shows_alices_server_and_both_nodes_free_gpus(hub, alice, s
     assert job["node"] == slurm["BatchHost"] and job["project"] == slurm["Account"] and job["running"]
     assert 25 * 60 < job["time_left_s"] <= 30 * 60 and job["hub_server"] and data["may_act"]
     assert job["quota_page"] == "/services/carme-quota/admin#override-alice"
+    # where admins look in JupyterHub itself (its admin panel shows the server's state and user_options)
+    model = hub.server_model("alice")
+    assert model["state"]["node"] == slurm["BatchHost"] and model["state"]["job_id"] == alice
+    assert abs(model["state"]["ends_at"] - time.time() - job["time_left_s"]) < 60
+    assert model["user_options"]["image"] == "pytorch-gpu"
 
     # the free counts of both nodes, per type, agree with scontrol (the shared cluster changes: until they agree)
     def agree():
