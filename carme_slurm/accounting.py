@@ -5,6 +5,8 @@ newer SLURM is found by its name, not its place. `sshare` has no JSON output in 
 
 - `parse_sshare`: GPU-minutes used this period (`GrpTRESRaw`, the same figure SLURM checks
   `GrpTRESMins` against) and still reserved by running jobs (`TRESRunMins`), per (account, user).
+- `parse_sacct_json`: the same from `sacct --json` of 23.02+ (data_parser v0.0.39 to v0.0.43;
+  Carme runs the text form, whose columns are the same in 22.05 to 25.05).
 - `parse_sacct`: jobs with user, account, name, submit/start/end, state, GPUs and run time, for
   counting the servers a user started today and drawing GPU-hours per day; exit code and nodes
   (optional columns) for the session history.
@@ -12,6 +14,7 @@ newer SLURM is found by its name, not its place. `sshare` has no JSON output in 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -139,3 +142,51 @@ def parse_sacct(text: str) -> list[AccountedJob]:
         for row in _rows(text, SACCT_REQUIRED)
         if row["JobID"].strip()
     ]
+
+
+def _epoch(value) -> int:
+    # v0.0.39+ sacct times are plain integers; a {"set", "infinite", "number"} is read too
+    if isinstance(value, dict):
+        return int(value.get("number") or 0) if value.get("set", True) and not value.get("infinite") else 0
+    return int(value or 0)
+
+
+def _json_exit(raw) -> str:
+    """sacct --json's exit_code as the text form's "status:signal"."""
+    if not isinstance(raw, dict):
+        return ""
+    signal = raw.get("signal") or {}
+    code = _epoch(raw.get("return_code"))
+    sig = _epoch(signal.get("id", signal.get("signal_id")))
+    return f"{code}:{sig}"
+
+
+def _json_gpus(tres: list) -> float:
+    gpus = {(t.get("name") or ""): t.get("count") or 0 for t in tres if t.get("type") == "gres"}
+    if "gpu" in gpus:
+        return float(gpus["gpu"])
+    return float(sum(n for name, n in gpus.items() if name.startswith("gpu:")))
+
+
+def parse_sacct_json(text: str) -> list[AccountedJob]:
+    """`sacct -X --json` (23.02+): the fields of `parse_sacct` (GPUs from tres.allocated,
+    elapsed from time.elapsed); ValueError for anything else, or SLURM's errors."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
+        raise ValueError("sacct --json output has no 'jobs' list")
+    if doc.get("errors"):
+        raise ValueError(f"sacct reported errors: {doc['errors']!r:.300}")
+    out = []
+    for raw in doc["jobs"]:
+        when = raw.get("time") or {}
+        state = (raw.get("state") or {}).get("current")
+        state = (state[0] if state else "") if isinstance(state, list) else str(state or "")
+        moment = lambda key: datetime.fromtimestamp(_epoch(when.get(key))) if _epoch(when.get(key)) else None
+        out.append(AccountedJob(
+            job_id=str(raw["job_id"]), user=str(raw.get("user") or ""), account=str(raw.get("account") or ""),
+            name=str(raw.get("name") or ""), submitted=moment("submission"), started=moment("start"),
+            ended=moment("end"), state=state, gpus=_json_gpus((raw.get("tres") or {}).get("allocated") or []),
+            elapsed_s=_epoch(when.get("elapsed")), exit_code=_json_exit(raw.get("exit_code")),
+            nodes=str(raw.get("nodes") or ""),
+        ))
+    return out

@@ -1,7 +1,8 @@
 """SLURM jobs: what squeue and sbatch print, parsed (pure), and how a job is marked as Carme's.
 
-`parse_squeue_json` reads `squeue --json` of 22.05 (openapi v0.0.38) and of newer releases
-(state lists, {"set", "infinite", "number"} numbers, exit codes as dicts). A Carme job carries
+`parse_squeue_json` reads `squeue --json` of 22.05 (openapi v0.0.38) and of 23.02 to 25.05
+(data_parser v0.0.39 to v0.0.43: state lists, {"set", "infinite", "number"} numbers, exit codes
+as dicts; tests/unit/test_slurm_versions.py). A Carme job carries
 the comment `carme:<user>/<server slug>` and a name starting with the site's job-name prefix.
 """
 
@@ -116,10 +117,18 @@ def valid_job_id(job_id: str) -> bool:
 # ---- parsers (pure) ----------------------------------------------------------------------------
 
 
+#: job_state_string()'s order (src/common/slurm_protocol_defs.c): a flag, when set, is the state
+_STATE_FLAGS = ("COMPLETING", "STAGE_OUT", "CONFIGURING", "RESIZING", "REQUEUED", "REQUEUE_FED",
+                "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED", "REVOKED", "RESV_DEL_HOLD", "SIGNALING")
+
+
 def _state(raw) -> str:
-    # 22.05 gives a string; newer releases give a list of flags
+    """One word, as 22.05 and 23.02 print it (job_state_string()). From 23.11 (v0.0.40) on SLURM
+    prints a list, base state first, then flags: ["COMPLETED", "COMPLETING"] is a job still
+    completing ("COMPLETING", not over yet), ["RUNNING", "CONFIGURING"] one whose nodes boot."""
     if isinstance(raw, list):
-        return str(raw[0]) if raw else "UNKNOWN"
+        words = [str(w) for w in raw]
+        return next((f for f in _STATE_FLAGS if f in words), words[0] if words else "UNKNOWN")
     return str(raw or "UNKNOWN")
 
 
@@ -133,7 +142,10 @@ def _number(raw) -> int | None:
 
 
 def _exit(raw) -> tuple[int | None, int | None]:
-    """Decode squeue's exit_code: a raw wait status in 22.05, a dict in newer releases."""
+    """Decode squeue's exit_code: a raw wait status in 22.05, the same in a {"set", "infinite",
+    "number"} in 23.02 (v0.0.39), {"status", "return_code", "signal"} from 23.11 (v0.0.40) on."""
+    if isinstance(raw, dict) and "number" in raw and "return_code" not in raw:
+        raw = _number(raw)
     if isinstance(raw, dict):
         status = _number(raw.get("return_code"))
         signal = _number((raw.get("signal") or {}).get("id"))

@@ -31,8 +31,10 @@ from .options import options_from_form_data
 from .progress import format_time
 
 PATH = r"/api/carme/expected-start/users/([^/]+)(?:/servers/([^/]*))?"
+# 25.05 (src/api/allocate.c): "... to start at T on cluster NAME a using N processors ..." (the " a" is SchedMD's)
 _TEST_ONLY = re.compile(
-    r"Job \d+ to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) using (\d+) processors on nodes (\S+) in partition (\S+)"
+    r"Job \d+ to start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?: on cluster \S+)?(?: a)? using (\d+) processors on nodes "
+    r"(\S+) in partition (\S+)"
 )
 #: within this many seconds of now, "starts now" (the controller schedules once a second)
 NOW_SLACK_SECONDS = 60

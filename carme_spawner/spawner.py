@@ -141,8 +141,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         if self.interfaces and self.job_id:  # the session cards link each one (not kept once it stopped)
             state["interfaces"] = self.interfaces
         job = SlurmView.current().jobs.items.get(str(self.job_id)) if self.job_id and SlurmView.current() else None
-        if job is not None and job.is_running:  # where admins look: JupyterHub's admin panel shows the state
-            state["node"], state["ends_at"] = job.batch_host, job.end_time  # (the image, GPUs: user_options)
+        if job is not None and job.is_running:  # for JupyterHub's admin panel (image, GPUs: user_options)
+            state["node"], state["ends_at"] = job.batch_host, job.end_time
         return state
 
     def load_state(self, state):
@@ -594,8 +594,7 @@ async def apply_carme_options(spawner: CarmeSpawner, user_options) -> None:
     spawner._prepared = await spawner.prepare(user_options)
 
 
-# the hub serves Carme's port callback (replacing batchspawner's) and the SLURM view's API as soon
-# as the spawner class is loaded by JupyterHub's config
+# loading the spawner class serves Carme's port callback (not batchspawner's) and the SLURM view's API
 port_callback.install()
 hub_api.install()
 hub_api.replace_api_handler(expected_start.PATH, expected_start.ExpectedStartHandler)

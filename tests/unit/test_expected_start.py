@@ -47,3 +47,10 @@ async def test_one_call_per_distinct_request_while_it_is_fresh():
     await cache.get(("alice", "other"), 30, ask)
     await cache.get(("alice", "req"), 0, ask)  # expired
     assert len(calls) == 3
+
+
+def test_slurm_25_05s_test_only_line_with_its_cluster_parses_too():
+    # src/api/allocate.c of 25.05: "Job %u to start at %s%s%s a using %u processors on nodes %s in partition %s"
+    e = parse_test_only("sbatch: Job 1441 to start at 2026-12-02T14:20:00 on cluster carme-dev a using 2 "
+                        "processors on nodes carme-n1 in partition batch")
+    assert (e.nodes, e.partition) == ("carme-n1", "batch")
