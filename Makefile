@@ -6,9 +6,11 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install install-browser cluster cluster-down ldap ldap-down postgres postgres-down unit integration
 
-## install everything and start the demo hub on http://127.0.0.1:8000 (foreground; Ctrl-C stops it)
+## install everything and start the demo hub on http://127.0.0.1:8000 (foreground; Ctrl-C stops it);
+## `make demo TLS=1` (or CARME_TLS=1): on https://127.0.0.1:8000 with the dev CA of dev/tls.sh
+TLS ?= $(CARME_TLS)
 demo: install cluster ldap
-	bash dev/demo.sh
+	CARME_TLS=$(or $(TLS),0) bash dev/demo.sh
 
 ## install what the tests need (chromium too), start the local cluster, LDAP and PostgreSQL, run the whole suite
 test: install-browser cluster ldap postgres

@@ -14,13 +14,20 @@
                                         write the SLURM Prolog/Epilog of jobs' scratch (carme-prolog,
                                         carme-epilog) from the settings' carme.scratch section
 
+    carme hub --settings FILE [JUPYTERHUB OPTION...]
+                                        start JupyterHub with the installed config (carme_hub/config.py)
+    carme status | jobs | history | drain | resume | announce ...
+                                        the admins' commands (`carme status --help` and so on):
+                                        the hub's view of SLURM, carme-cockpit, carme-announcements
+
 `carme quota` followed by show, list, set, clear, sync or audit is this client; followed by anything
 else (`--help-all`, `--once`, `--QuotaService.dry_run=True`, nothing) it runs the carme-quota service.
 So the client's options come after its subcommand: `carme quota sync --dry-run`, not `carme quota
 --dry-run sync` (that is the service's flag). Every client command takes `--url` (else $CARME_URL,
 else http://127.0.0.1:8000) and `--json` (the API's answer as is); the token is $JUPYTERHUB_API_TOKEN.
 Exit status: 1 when the API refuses (its message is printed) or a sync fails, 2 on bad arguments
-or no token. `carme quota show --help` and so on tell each command's options.
+or no token. `carme quota show --help` and so on tell each command's options. The admins'
+commands (`cli_admin`) also take the hub's URL from $JUPYTERHUB_URL.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from importlib.metadata import entry_points
 from .quota import client
 
 QUOTA_COMMANDS = ("show", "list", "set", "clear", "sync", "audit")
+ADMIN_COMMANDS = ("status", "jobs", "history", "drain", "resume", "announce")  # cli_admin.COMMANDS
 
 
 def services() -> dict[str, str]:
@@ -50,6 +58,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args[:1] == ["scratch-scripts"]:
         scratch_scripts(args[1:])
+        return
+    if args[:1] == ["hub"]:
+        from . import cli_hub
+
+        cli_hub.main(args[1:])
+        return
+    if args[:1] and args[0] in ADMIN_COMMANDS:
+        from . import cli_admin
+
+        status = cli_admin.main(args)
+        if status:
+            raise SystemExit(status)
         return
     known = services()
     if not args or args[0] in ("-h", "--help", "services"):

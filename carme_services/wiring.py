@@ -9,7 +9,10 @@ service's `hub_service(settings)`, which returns a `HubWiring` dict:
      "roles":         [JupyterHub roles: the service's own, and who may use its scopes],
      "user_scopes":   [scopes added to the hub's default 'user' role],
      "server_scopes": [scopes added to each session's own token, $JUPYTERHUB_API_TOKEN (the lab extension's)],
+     "template_vars": {page variable: callable(user) -> str}: JupyterHub.template_vars, after the site's own,
      "config":        {Class: {setting: value}} for the hub's own classes (e.g. CarmeSpawner)}
+
+`apply_wiring(c, wiring)` merges one such dict into the hub's config `c`.
 
 The service's settings reach its process as JSON in $CARME_SERVICE_CONFIG: the same traitlets
 that `--help-all` documents, checked once by the traitlets themselves (`checked_settings` runs
@@ -117,3 +120,49 @@ def platform_wiring(settings: ServiceSettings) -> dict:
         "roles": [admins_role("carme-metrics-readers", settings, [METRICS_SCOPE],
                               "May read the /metrics of Carme's services (the hub's admins).")],
     }
+
+
+class JoinedTemplateVar:
+    """Two `JupyterHub.template_vars` values of one name (strings, or callables taking the user) shown one after
+    the other: a site's own `announcement` stays when a service adds its notices."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def __call__(self, user=None) -> str:
+        texts = [part(user) if callable(part) else part for part in self.parts]
+        return "".join(str(t) for t in texts if t)
+
+
+def joined_template_var(site, ours):
+    return ours if site in (None, "") else JoinedTemplateVar(site, ours)
+
+
+def apply_wiring(c, wiring: dict) -> None:
+    """Merge one part's declared wiring (see this module's docstring) into the hub's config `c`."""
+    spec = wiring.get("service")
+    if spec:
+        services = list(c.JupyterHub.get("services") or [])
+        if any(s.get("name") == spec["name"] for s in services):
+            raise SystemExit(f"JupyterHub.services already names a service {spec['name']}: drop it there")
+        c.JupyterHub.services = services + [spec]
+    c.JupyterHub.custom_scopes = {**(c.JupyterHub.get("custom_scopes") or {}), **wiring.get("custom_scopes", {})}
+    roles = list(c.JupyterHub.get("load_roles") or []) + list(wiring.get("roles", []))
+    if wiring.get("user_scopes"):
+        user_role = next((r for r in roles if r.get("name") == "user"), None)
+        if user_role is None:
+            user_role = {"name": "user", "scopes": ["self"]}
+            roles.append(user_role)
+        user_role["scopes"] = list(user_role.get("scopes") or ["self"]) + list(wiring["user_scopes"])
+    c.JupyterHub.load_roles = roles
+    if wiring.get("server_scopes"):  # the session's own $JUPYTERHUB_API_TOKEN: the hub's 'server' role, and these
+        scopes = c.Spawner.get("server_token_scopes") or ["users:activity!user", "access:servers!server"]
+        c.Spawner.server_token_scopes = list(scopes) + list(wiring["server_scopes"])
+    if wiring.get("template_vars"):
+        names = dict(c.JupyterHub.get("template_vars") or {})
+        for name, value in wiring["template_vars"].items():
+            names[name] = joined_template_var(names.get(name), value)
+        c.JupyterHub.template_vars = names
+    for section, values in wiring.get("config", {}).items():
+        for name, value in values.items():
+            c[section][name] = value

@@ -57,6 +57,7 @@ class Hub:
         settings: Path = REPO / "carme.example.yaml",
         harness_scopes: tuple[str, ...] = (),
         extra_roles: tuple[dict, ...] = (),
+        tls_dir: Path | None = None,
     ):
         self.workdir = Path(tempfile.mkdtemp(prefix="carme-test-hub-"))
         os.chmod(self.workdir, 0o700)
@@ -73,7 +74,9 @@ class Hub:
         self.settings = settings
         self.harness_scopes = tuple(harness_scopes)  # more scopes for the tests' own token
         self.extra_roles = tuple(extra_roles)  # more roles for the hub (load_roles)
-        self.url = f"http://127.0.0.1:{self.public_port}"
+        # HTTPS (CarmeTLS) with the server certificate and CA that dev/tls.sh made in `tls_dir`
+        self.tls_dir = Path(tls_dir) if tls_dir else None
+        self.url = f"{'https' if self.tls_dir else 'http'}://127.0.0.1:{self.public_port}"
         self.api = f"{self.url}/hub/api"
         self.log_path = self.workdir / "hub.log"
         self.poll_interval = slurm_poll_interval
@@ -81,6 +84,8 @@ class Hub:
         self.proc: subprocess.Popen | None = None
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"token {self.token}"
+        if self.tls_dir:  # trust the test CA (not $REQUESTS_CA_BUNDLE, which would win over session.verify)
+            self.session.verify, self.session.trust_env = str(self.tls_dir / "ca.crt"), False
 
     # ---- process ---------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -127,8 +132,12 @@ class Hub:
             "CARME__carme__culler": "false",  # culler tests enable it (public + 7)
             "CARME__carme__sessions": "false",  # sessions tests enable it (public + 8)
             "CARME__carme__ssh": "false",  # SSH tests enable it (web public + 7, SSH public + 9)
+            "CARME__carme__announcements": "false",  # announcement tests enable it (their own port)
             "CARME__carme__cockpit": "false",  # cockpit tests enable it (tests/integration/test_cockpit.py)
         }
+        if self.tls_dir:
+            env["CARME__CarmeTLS__cert"] = str(self.tls_dir / "server.crt")
+            env["CARME__CarmeTLS__key"] = str(self.tls_dir / "server.key")
         env.update(self.extra_env)
         return env
 

@@ -97,7 +97,7 @@ def test_every_service_declares_its_own_wiring(monkeypatch, tmp_path):
     from importlib.metadata import entry_points
 
     installed = {ep.name for ep in entry_points(group="carme.services")}
-    assert installed == {"reconcile", "catalog", "quota", "reservations", "scratch", "culler", "sessions", "ssh", "cockpit"}
+    assert installed == {"reconcile", "catalog", "quota", "reservations", "scratch", "culler", "sessions", "ssh", "cockpit", "announcements"}
     c = load(monkeypatch, tmp_path, EVERY_SERVICE.format(state=tmp_path / "state"))
     services = {s["name"]: s for s in c.JupyterHub.services}
     assert set(services) == {"carme-reconcile", "carme-catalog", "carme-quota", "carme-reservations", "carme-scratch"}
