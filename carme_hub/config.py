@@ -138,6 +138,7 @@ def apply_carme_section(c, carme: dict) -> None:
 
 
 def apply_services(c, settings: dict) -> None:
+    from carme_core.announcements import default_path
     from carme_core.roles import CarmeRoles
     from carme_services.wiring import PASSED_ENV, ServiceSettings, apply_wiring, platform_wiring
     from carme_slurm import hub_api
@@ -153,6 +154,9 @@ def apply_services(c, settings: dict) -> None:
         state_dir=str(carme.get("state_dir", "/var/lib/carme")),
         environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
     )
+    if "announcements" in enabled:  # every service's pages show the current notices (carme_core.announcements)
+        own = carme["announcements"] if isinstance(carme["announcements"], dict) else {}
+        common["announcements_file"] = str(own.get("current_file") or default_path(common["state_dir"]))
 
     def wiring(key: str) -> dict:  # pure: from the hub's settings as they stand (CarmeQuota included)
         try:

@@ -46,9 +46,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Unicode, default
 from traitlets.config import Application, Config
 
+from carme_core.announcements import current_html
 from carme_core.roles import CarmeRoles, role_of_model
 
 CONFIG_ENV = "CARME_SERVICE_CONFIG"
+#: the file of carme-announcements' current notices (set by the wiring): every service page shows them
+ANNOUNCEMENTS_ENV = "CARME_ANNOUNCEMENTS_FILE"
 METRICS_SCOPE = "custom:carme-metrics:read"
 PAGINATION = "application/jupyterhub-pagination+json"
 LOG_FORMAT = "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"
@@ -328,7 +331,7 @@ class CarmeServiceHandler(HubOAuthenticated, web.RequestHandler):
             services=[],
             xsrf_token=self.xsrf_token.decode("ascii"),  # HubOAuth's token: forms post it as _xsrf
             version_hash="",
-            announcement="",
+            announcement=current_html(os.environ.get(ANNOUNCEMENTS_ENV)),  # the hub's notices (carme-announcements)
             service_prefix=self.service.service_prefix,
             role=self.role,
             **context,

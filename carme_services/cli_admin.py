@@ -107,14 +107,14 @@ def jobs_text(answer: dict) -> str:
     return "\n".join(lines)
 
 
-HISTORY_COLUMNS = ("job_id", "user", "project", "image", "gpus", "gpu_type", "partition", "reservation", "state",
-                   "start", "end", "wait", "exit_reason", "gpu_hours")
+HISTORY_COLUMNS = ("job_id", "user", "project", "image", "gpus", "partition", "reservation", "state",
+                   "start", "end", "wait_s", "end_reason", "gpu_hours")  # of carme-cockpit's api/history
 
 
 def history(hub, a):
     if a.csv and a.json:
         raise ClientError("carme history: --csv or --json, not both", 2)
-    query = {"since": a.since, "until": a.until, "user": a.user, "project": a.project, "image": a.image,
+    query = {"start": a.since, "end": a.until, "user": a.user, "project": a.project, "image": a.image,
              "state": a.state}
     with cli_api.progress(f"reading the job history since {a.since} (sacct, through carme-cockpit)"):
         if a.csv:
@@ -126,12 +126,12 @@ def history(hub, a):
 
 
 def history_text(answer) -> str:
-    rows = answer.get("jobs", []) if isinstance(answer, dict) else answer
+    rows = answer.get("rows", []) if isinstance(answer, dict) else answer
     if not rows:
         return "no jobs in that window"
     columns = [c for c in HISTORY_COLUMNS if c in rows[0]] or list(rows[0])
     cells = [[when(r[c]) if c in ("start", "end") and isinstance(r[c], (int, float)) else
-              ago(r[c]) if c == "wait" and isinstance(r[c], (int, float)) else r[c] for c in columns] for r in rows]
+              ago(r[c]) if c == "wait_s" and isinstance(r[c], (int, float)) else r[c] for c in columns] for r in rows]
     return table([c.replace("_", " ") for c in columns], cells)
 
 

@@ -32,7 +32,7 @@ from traitlets.config import Config
 from carme_core.roles import ADMIN, POWER
 from carme_slurm.view import VIEW_SCOPE
 
-from .base import CONFIG_ENV, METRICS_SCOPE
+from .base import ANNOUNCEMENTS_ENV, CONFIG_ENV, METRICS_SCOPE
 
 #: variables of the hub's environment every service gets (JupyterHub passes none on its own)
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "SLURM_CONF")
@@ -50,6 +50,7 @@ class ServiceSettings:
     python: str = sys.executable
     quota: Mapping = field(default_factory=dict)  # the hub's CarmeQuota section: one quota policy for all
     state_dir: str = "/var/lib/carme"  # carme.state_dir: where a service keeps its default database
+    announcements_file: str = ""  # carme-announcements' file of current notices, when it is enabled
 
 
 def checked_settings(cls, settings: ServiceSettings) -> tuple[dict, object]:
@@ -84,6 +85,8 @@ def service_spec(cls, settings: ServiceSettings, values: dict, *, url: str, allo
               "CarmeQuota": dict(settings.quota)}
     environment = {k: v for k, v in settings.environment.items() if k in PASSED_ENV}
     environment[CONFIG_ENV] = json.dumps(config)
+    if settings.announcements_file:  # its pages show the hub's notices too
+        environment[ANNOUNCEMENTS_ENV] = settings.announcements_file
     return {
         "name": cls.name,
         "url": url,

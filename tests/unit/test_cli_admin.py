@@ -39,9 +39,10 @@ OVERVIEW = {"jobs": [{"job_id": "41", "user": "alice", "server": "", "project": 
                       "gpus": 2, "gpu_type": "", "node": "", "state": "PENDING", "age_s": 40, "time_left_s": None,
                       "pending_reason": "Resources", "pending_words": "waiting for free GPUs"}],
             "other": {"jobs": 1, "running": 1, "pending": 0, "gpus_running": 1, "gpus_pending": 0, "users": 1}}
-HISTORY = {"jobs": [{"job_id": "39", "user": "alice", "project": "carme-dev", "image": "pytorch-gpu", "gpus": 1,
+# the shape of carme-cockpit's GET api/history?format=json (carme_services.cockpit.history.COLUMNS)
+HISTORY = {"rows": [{"job_id": "39", "user": "alice", "project": "carme-dev", "image": "pytorch-gpu", "gpus": 1,
                      "partition": "interactive", "state": "CANCELLED", "start": 1_800_000_000, "end": 1_800_003_600,
-                     "wait": 5, "exit_reason": "scancel", "gpu_hours": 1.0}]}
+                     "wait_s": 5, "end_reason": "cancelled", "gpu_hours": 1.0}]}
 CSV = "job_id,user,gpu_hours\r\n39,alice,1.0\r\n"
 
 
@@ -197,15 +198,15 @@ def test_history_passes_the_window_and_filters_and_prints_csv_json_or_a_table(hu
     hub.answers = {("GET", "/services/carme-cockpit/api/history"): (200, HISTORY)}
     status, out, err = carme("history", "--since", "30d", "--user", "alice", "--state", "CANCELLED")
     assert status == 0, err
-    assert hub.requests[-1]["query"] == {"format": "json", "since": "30d", "user": "alice", "state": "CANCELLED"}
+    assert hub.requests[-1]["query"] == {"format": "json", "start": "30d", "user": "alice", "state": "CANCELLED"}
     rows = cells(out, "job id")
     assert rows[0][:3] == ["job id", "user", "project"] and rows[1][:2] == ["39", "alice"] and rows[1][-1] == "1"
     status, out, _ = carme("history", "--json")
-    assert json.loads(out) == HISTORY and hub.requests[-1]["query"] == {"format": "json", "since": "7d"}
+    assert json.loads(out) == HISTORY and hub.requests[-1]["query"] == {"format": "json", "start": "7d"}
     hub.answers = {("GET", "/services/carme-cockpit/api/history"): (200, CSV)}
     status, out, _ = carme("history", "--since", "2026-11-01", "--csv")
     assert status == 0 and out == CSV
-    assert hub.requests[-1]["query"] == {"format": "csv", "since": "2026-11-01"} and hub.requests[-1]["accept"] == "text/csv"
+    assert hub.requests[-1]["query"] == {"format": "csv", "start": "2026-11-01"} and hub.requests[-1]["accept"] == "text/csv"
     status, _, err = carme("history", "--csv", "--json")
     assert status == 2 and "not both" in err
 
@@ -311,3 +312,10 @@ def test_announce_refusals(hub, carme):
 
 def test_every_admin_command_is_dispatched_by_the_one_entry_point():
     assert set(cli.ADMIN_COMMANDS) == set(cli_admin.COMMANDS)
+
+
+def test_the_history_table_shows_columns_the_cockpit_serves():
+    from carme_services.cli_admin import HISTORY_COLUMNS
+    from carme_services.cockpit.history import COLUMNS
+
+    assert set(HISTORY_COLUMNS) <= set(COLUMNS), set(HISTORY_COLUMNS) - set(COLUMNS)

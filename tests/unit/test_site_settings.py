@@ -177,3 +177,30 @@ def test_bad_mount_settings_stop_the_hub_naming_the_key(monkeypatch, tmp_path, m
     """Issue 20 acceptance 6: the hub does not start (not: each spawn fails later)."""
     with pytest.raises(SystemExit, match=message):
         load(monkeypatch, tmp_path, CARME__CarmeSpawner__mounts=mounts)
+
+
+def test_with_announcements_enabled_every_services_pages_read_their_file(monkeypatch, tmp_path):
+    from carme_services.base import ANNOUNCEMENTS_ENV
+
+    c = load(monkeypatch, tmp_path, EVERY_SERVICE.format(state=tmp_path / "state"))
+    assert all(ANNOUNCEMENTS_ENV not in s["environment"] for s in c.JupyterHub.services)  # not enabled: none
+    with_notices = EVERY_SERVICE.format(state=tmp_path / "state").replace(
+        "carme:\n", 'carme:\n  announcements: {url: "http://127.0.0.1:10211"}\n', 1)
+    c = load(monkeypatch, tmp_path, with_notices)
+    files = {s["name"]: s["environment"].get(ANNOUNCEMENTS_ENV) for s in c.JupyterHub.services}
+    assert set(files.values()) == {str(tmp_path / "state" / "carme-announcements.json")}, files
+    assert "carme-quota" in files and "carme-announcements" in files
+
+
+def test_a_service_page_shows_the_current_notices_escaped(tmp_path):
+    import time
+
+    from carme_core.announcements import current_html, write_notices
+
+    path = tmp_path / "carme-announcements.json"
+    now = time.time()
+    write_notices(path, [{"id": 1, "severity": "warning", "text": "carme-n2 <drained> Friday", "start": now - 60,
+                          "expiry": now + 3600, "by": "carol"}])
+    shown = current_html(str(path))
+    assert "carme-n2 &lt;drained&gt; Friday" in shown and 'data-severity="warning"' in shown
+    assert current_html(None) == "" and current_html(str(tmp_path / "missing.json")) == ""
