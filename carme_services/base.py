@@ -105,6 +105,13 @@ class HubClient:
         )
         return response.code, json.loads(response.body) if response.body else None
 
+    async def metrics(self) -> str:
+        """The hub's own Prometheus text (/hub/metrics: the scope read:metrics)."""
+        url = self.api_url.rsplit("/api", 1)[0] + "/metrics"
+        response = await AsyncHTTPClient().fetch(
+            HTTPRequest(url, headers={"Authorization": f"token {self.token}"}, request_timeout=self.timeout))
+        return response.body.decode()
+
     async def get_all(self, path: str, limit: int = 200, **query) -> list:
         """Every item of a paginated list (e.g. `users`), page by page."""
         items, offset = [], 0

@@ -3,6 +3,8 @@
 - `gpu_hours_by_day(rows, window)`: {project: [GPU-hours per day]}: each job's GPU-seconds
   (sacct's GPUs x ElapsedRaw) spread over the days it ran, from its start for ElapsedRaw seconds;
 - `wait_buckets(rows)`: how many jobs waited how long in the queue (start - submit);
+- `spawn_buckets(metrics_text)`: how many spawns took how long to ready, from the hub's histogram
+  `carme_spawn_step_seconds{step="proxy route added"}` (since the hub started);
 - `forecast_chart(forecast)`: free GPUs per type over the next days (`forecast.Forecast.to_dict()`);
 - `*_chart`: the SVG of each (carme_services.charts' look: pygal, no JavaScript).
 """
@@ -96,3 +98,30 @@ def forecast_chart(forecast: dict) -> str:
     for gpu_type, values in sorted(forecast["free"].items()) or [("(no GPUs)", [0] * len(labels))]:
         chart.add(gpu_type, list(values))
     return _svg_without_scripts(chart)
+
+
+READY_STEP = "proxy route added"  # the spawner's last step: the server answers through the proxy
+
+
+def spawn_buckets(metrics_text: str) -> list[tuple[str, int]]:
+    """[(bucket label, spawns in it)] of the hub's spawn-to-ready histogram (Prometheus text; [] if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cumulative = []
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "carme_spawn_step_seconds":
+            continue
+        cumulative = sorted(((float(s.labels["le"]), int(s.value)) for s in family.samples
+                             if s.name.endswith("_bucket") and s.labels.get("step") == READY_STEP),
+                            key=lambda b: b[0])
+    rows, below, lower = [], 0, 0.0
+    for upper, count in cumulative:
+        label = f"> {lower:g} s" if upper == float("inf") else f"{lower:g}-{upper:g} s"
+        rows.append((label, count - below))
+        below, lower = count, upper
+    return rows
+
+
+def spawn_latency_chart(buckets: list[tuple[str, int]]) -> str:
+    return bar_chart("Spawn to ready (since the hub started)", [b[0] for b in buckets], [b[1] for b in buckets],
+                     "spawns")

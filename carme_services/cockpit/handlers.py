@@ -23,7 +23,7 @@ from tornado import web
 
 from ..base import CarmeServiceHandler
 from .actions import check_body, check_server_target
-from .charts import forecast_chart, gpu_hours_chart, wait_chart
+from .charts import forecast_chart, gpu_hours_chart, spawn_latency_chart, wait_chart
 from .errors import CockpitError, InputError
 from .history import COLUMNS, to_csv
 from .service import ADMIN_SCOPE, READ_SCOPE
@@ -63,7 +63,8 @@ class OverviewHandler(CockpitHandler):
     @web.authenticated
     async def get(self):
         self.require_read()
-        self.write_json({**await self.service.overview(), "may_act": self.may_act()})
+        self.write_json({**await self.service.overview(), "may_act": self.may_act(),
+                         "spawn_latency": await self.service.spawn_latency()})
 
 
 class HistoryHandler(CockpitHandler):
@@ -122,7 +123,8 @@ class OverviewPage(CockpitHandler):
         actions = await self.service.in_store(self.service.store.actions, 10)
         self.set_status(status)
         self.finish(self.render_page("cockpit.html", data=data, may_act=self.may_act(), notice=notice,
-                                     notice_kind=kind, actions=actions, forecast_svg=forecast_chart(data["forecast"])))
+                                     notice_kind=kind, actions=actions, forecast_svg=forecast_chart(data["forecast"]),
+                                     spawn_svg=spawn_latency_chart(await self.service.spawn_latency())))
 
     @web.authenticated
     async def get(self):

@@ -29,6 +29,7 @@ from ..wiring import ServiceSettings, admins_role, checked_settings, own_role, s
 from .accounting import SacctReader, remembered_choices, run_sacct
 from .actions import check_node, check_reason, drain_argv, resume_argv
 from .errors import CockpitError, InputError
+from .charts import spawn_buckets
 from .forecast import forecast
 from .history import filter_rows, history_rows, parse_filters, parse_window, totals
 from .overview import overview
@@ -131,6 +132,14 @@ class CockpitService(CarmeService):
             self._overview = (time.monotonic(), data)
             return data
 
+    async def spawn_latency(self) -> list[tuple[str, int]]:
+        """The hub's spawn-to-ready histogram as buckets ([] if the hub does not answer)."""
+        try:
+            return spawn_buckets(await self.hub_client().metrics())
+        except Exception as e:  # noqa: BLE001 - a chart the page can do without
+            self.log.warning("carme-cockpit: the hub's metrics did not answer: %s", e)
+            return []
+
     def forget_overview(self) -> None:
         self._overview = None
 
@@ -230,8 +239,9 @@ def hub_service(settings: ServiceSettings) -> dict:
     values.setdefault("sessions_db_url", f"sqlite:///{settings.state_dir}/carme-sessions.sqlite")
     access = f"access:services!service={NAME}"
     roles = [
-        own_role(NAME, ["list:users", "read:users", "read:servers", "admin:server_state", "servers"],
-                 "carme-cockpit reads every server (options and state) and the SLURM view, and stops servers."),
+        own_role(NAME, ["list:users", "read:users", "read:servers", "admin:server_state", "servers", "read:metrics"],
+                 "carme-cockpit reads every server (options and state), the SLURM view and the hub's metrics "
+                 "(spawn latency), and stops servers."),
         admins_role(f"{NAME}-admins", settings, [ADMIN_SCOPE, READ_SCOPE, access],
                     "The hub's admins see the cockpit and act: stop servers, drain and resume nodes."),
     ]

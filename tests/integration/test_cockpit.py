@@ -165,9 +165,12 @@ def test_the_overview_shows_alices_server_and_both_nodes_free_gpus(hub, alice, s
         return (free[0] == now and free[1] >= free[0] + 1) or None  # an hour on: her job reached its limit
 
     assert wait_until(forecast_agrees, 60), overview(hub)["forecast"]
+    # the hub's spawn-to-ready histogram (its /hub/metrics, read with the cockpit's read:metrics)
+    assert sum(n for _, n in overview(hub)["spawn_latency"]) >= 1  # alice's spawn at least
 
     page = login(hub, "carol").get(f"{hub.url}/services/{NAME}/", timeout=20)
     assert page.status_code == 200 and f'data-job="{alice}"' in page.text and 'data-node="carme-n2"' in page.text
+    assert 'id="cockpit-spawn-latency"' in page.text and "Spawn to ready" in page.text
     assert 'id="cockpit-forecast"' in page.text and "Free GPUs ahead" in page.text and "<script" not in \
         page.text.split('id="cockpit-forecast"')[1].split("</div>")[0]
     # no SLURM query came from the cockpit: it reads the hub's view

@@ -64,3 +64,21 @@ def test_the_forecast_chart_is_svg_without_script_with_a_line_per_type():
     svg = forecast_chart(forecast(NODES, [job("carme-n1", 3, 2, ["gpu:a100:3(IDX:0-2)"])], [], NOW, hours=6).to_dict())
     assert svg.startswith("<svg") and "<script" not in svg
     assert "a100" in svg and "1g.10gb" in svg and "Free GPUs ahead" in svg
+
+
+def test_the_hubs_spawn_histogram_becomes_buckets_and_a_chart():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from carme_services.cockpit.charts import spawn_buckets, spawn_latency_chart
+
+    registry = CollectorRegistry()
+    steps = Histogram("carme_spawn_step_seconds", "as the spawner's", ["step"], buckets=(1, 5, 30),
+                      registry=registry)
+    for seconds in (0.5, 3, 4, 12, 90):
+        steps.labels("proxy route added").observe(seconds)
+    steps.labels("sbatch returned").observe(0.1)  # another step: not counted
+    buckets = spawn_buckets(generate_latest(registry).decode())
+    assert buckets == [("0-1 s", 1), ("1-5 s", 2), ("5-30 s", 1), ("> 30 s", 1)]
+    assert spawn_buckets("") == []
+    svg = spawn_latency_chart(buckets)
+    assert "<script" not in svg and "Spawn to ready" in svg
