@@ -27,10 +27,10 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], unit: 
     chart.x_labels = list(labels)
     chart.x_labels_major = list(labels)[::max(1, len(labels) // 10)]
     chart.add(unit, [round(v, 2) for v in values])
-    return _svg_without_scripts(chart)
+    return svg_without_scripts(chart)
 
 
-def _svg_without_scripts(chart) -> str:
+def svg_without_scripts(chart) -> str:
     """pygal always adds a <script> with its tooltip settings; a page needs none of it."""
     tree = chart.render_tree()
     for parent in tree.iter():

@@ -78,7 +78,7 @@ class AccountedJob:
         return cls(**{**data, **{k: _time(data[k] or "") for k in ("submitted", "started", "ended")}})
 
 
-def _rows(text: str, required: tuple[str, ...]) -> list[dict[str, str]]:
+def sacct_rows(text: str, required: tuple[str, ...]) -> list[dict[str, str]]:
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ValueError("no header line")
@@ -100,7 +100,7 @@ def gpu_count(tres: str) -> float:
 def parse_sshare(text: str) -> list[AssociationUsage]:
     """`sshare -a -P -o Account,User,RawUsage,GrpTRESRaw,TRESRunMins`, one entry per line."""
     usage = []
-    for row in _rows(text, SSHARE_FIELDS):
+    for row in sacct_rows(text, SSHARE_FIELDS):
         account = row["Account"].strip()  # sshare indents the tree
         if not account:
             continue
@@ -139,7 +139,7 @@ def parse_sacct(text: str) -> list[AccountedJob]:
             exit_code=(row.get("ExitCode") or "").strip(),
             nodes=(row.get("NodeList") or "").strip(),
         )
-        for row in _rows(text, SACCT_REQUIRED)
+        for row in sacct_rows(text, SACCT_REQUIRED)
         if row["JobID"].strip()
     ]
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import pygal
 
-from ..charts import STYLE, _svg_without_scripts, bar_chart
+from ..charts import STYLE, svg_without_scripts, bar_chart
 from .history import Window
 
 WAIT_BUCKETS = ((60, "< 1 min"), (300, "1-5 min"), (900, "5-15 min"), (3600, "15-60 min"), (4 * 3600, "1-4 h"),
@@ -76,7 +76,7 @@ def gpu_hours_chart(rows: Iterable[dict], window: Window) -> str:
     chart.x_labels_major = labels[::max(1, len(labels) // 10)]
     for project, values in series.items() or [("(no jobs)", [0.0] * len(days))]:
         chart.add(project, [round(v, 3) for v in values])
-    return _svg_without_scripts(chart)
+    return svg_without_scripts(chart)
 
 
 def wait_chart(rows: Iterable[dict]) -> str:
@@ -97,7 +97,7 @@ def forecast_chart(forecast: dict) -> str:
     chart.x_labels_major = labels[::max(1, len(labels) // 12)]
     for gpu_type, values in sorted(forecast["free"].items()) or [("(no GPUs)", [0] * len(labels))]:
         chart.add(gpu_type, list(values))
-    return _svg_without_scripts(chart)
+    return svg_without_scripts(chart)
 
 
 READY_STEP = "proxy route added"  # the spawner's last step: the server answers through the proxy

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from carme_slurm.accounting import SACCT_FIELDS, AccountedJob, _rows, parse_sacct
+from carme_slurm.accounting import SACCT_FIELDS, AccountedJob, parse_sacct, sacct_rows
 from carme_slurm.jobs import ACTIVE_STATES, TERMINAL_STATES
 from carme_slurm.reasons import describe_end_state
 
@@ -113,7 +113,7 @@ class HistoryJob:
 
 def parse_history(text: str) -> list[HistoryJob]:
     """`sacct ... -o HISTORY_FIELDS` output (the columns found by their header names)."""
-    extras = {row["JobID"].strip(): row for row in _rows(text, ("JobID",)) if row["JobID"].strip()}
+    extras = {row["JobID"].strip(): row for row in sacct_rows(text, ("JobID",)) if row["JobID"].strip()}
     found = []
     for job in parse_sacct(text):
         row = extras.get(job.job_id, {})
