@@ -165,6 +165,9 @@ def apply_services(c, settings: dict) -> None:
         except ValueError as e:
             raise SystemExit(f"{settings['_source']}: {e}") from None
 
+    # where each enabled service answers (the cockpit reads the culler's samples): from their own wiring
+    common["service_urls"] = {w["service"]["name"]: w["service"]["url"] for w in map(wiring, enabled)
+                              if w.get("service")}
     if enabled:
         apply_wiring(c, platform_wiring(ServiceSettings(key="carme", values={}, **common)))
     for key in enabled:  # first what services set in the hub's classes (CarmeQuota.db_url), which others read

@@ -51,6 +51,7 @@ class ServiceSettings:
     quota: Mapping = field(default_factory=dict)  # the hub's CarmeQuota section: one quota policy for all
     state_dir: str = "/var/lib/carme"  # carme.state_dir: where a service keeps its default database
     announcements_file: str = ""  # carme-announcements' file of current notices, when it is enabled
+    service_urls: Mapping[str, str] = field(default_factory=dict)  # the enabled services' URLs, by name
 
 
 def checked_settings(cls, settings: ServiceSettings) -> tuple[dict, object]:

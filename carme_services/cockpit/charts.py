@@ -1,11 +1,14 @@
 """The cockpit's charts (pure): figures from the history rows, drawn by pygal as SVG without scripts.
 
-- `gpu_hours_by_day(rows, window)`: {project: [GPU-hours per day]}: each job's GPU-seconds
-  (sacct's GPUs x ElapsedRaw) spread over the days it ran, from its start for ElapsedRaw seconds;
+- `gpu_hours_by_day(rows, window, key)`: {project (or role, ...): [GPU-hours per day]}: each job's
+  GPU-seconds (sacct's GPUs x ElapsedRaw) spread over the days it ran, from its start for ElapsedRaw s;
 - `wait_buckets(rows)`: how many jobs waited how long in the queue (start - submit);
 - `spawn_buckets(metrics_text)`: how many spawns took how long to ready, from the hub's histogram
   `carme_spawn_step_seconds{step="proxy route added"}` (since the hub started);
 - `forecast_chart(forecast)`: free GPUs per type over the next days (`forecast.Forecast.to_dict()`);
+- `utilisation_chart(jobs)`: each running job's GPU utilisation over time, from carme-culler's
+  samples (the node's nvidia-smi, max over the job's GPUs); `idle_hours_chart(idle)`: GPU-hours held
+  idle and busy per hour, from carme-culler's tally;
 - `*_chart`: the SVG of each (carme_services.charts' look: pygal, no JavaScript).
 """
 
@@ -31,8 +34,9 @@ def days_of(window: Window) -> list[datetime]:
     return [first + timedelta(days=i) for i in range(count)]
 
 
-def gpu_hours_by_day(rows: Iterable[dict], window: Window) -> tuple[list[datetime], dict[str, list[float]]]:
-    """(days, {project: GPU-hours per day}) of the rows that ran, each day's share by overlap."""
+def gpu_hours_by_day(rows: Iterable[dict], window: Window, key: str = "project"
+                     ) -> tuple[list[datetime], dict[str, list[float]]]:
+    """(days, {row[key]: GPU-hours per day}) of the rows that ran, each day's share by overlap."""
     days = days_of(window)
     series: dict[str, list[float]] = {}
     for r in rows:
@@ -40,7 +44,7 @@ def gpu_hours_by_day(rows: Iterable[dict], window: Window) -> tuple[list[datetim
             continue
         start = datetime.fromtimestamp(r["start"])
         end = start + timedelta(seconds=r["elapsed_s"])
-        values = series.setdefault(r["project"] or "(none)", [0.0] * len(days))
+        values = series.setdefault(r.get(key) or "(none)", [0.0] * len(days))
         for i, day in enumerate(days):
             overlap = (min(end, day + timedelta(days=1)) - max(start, day)).total_seconds()
             if overlap > 0:
@@ -63,19 +67,19 @@ def wait_buckets(rows: Iterable[dict]) -> list[tuple[str, int]]:
     return [(label, counts[i]) for i, (_, label) in enumerate(WAIT_BUCKETS)]
 
 
-def gpu_hours_chart(rows: Iterable[dict], window: Window) -> str:
-    days, series = gpu_hours_by_day(rows, window)
+def gpu_hours_chart(rows: Iterable[dict], window: Window, key: str = "project") -> str:
+    days, series = gpu_hours_by_day(rows, window, key)
     labels = [f"{d.day} {d:%b}" for d in days]
     style = STYLE.__class__(**{**STYLE.to_dict(), "colors": PALETTE})
     chart = pygal.StackedBar(style=style, height=280, width=760, js=[], disable_xml_declaration=True,
                              x_label_rotation=-45 if len(labels) > 12 else 0, truncate_label=-1, y_title="GPU-hours",
                              show_minor_x_labels=len(labels) <= 16, include_x_axis=True, legend_at_bottom=True,
                              truncate_legend=-1)
-    chart.title = "GPU-hours per day by project"
+    chart.title = f"GPU-hours per day by {key}"
     chart.x_labels = labels
     chart.x_labels_major = labels[::max(1, len(labels) // 10)]
-    for project, values in series.items() or [("(no jobs)", [0.0] * len(days))]:
-        chart.add(project, [round(v, 3) for v in values])
+    for name, values in series.items() or [("(no jobs)", [0.0] * len(days))]:
+        chart.add(name, [round(v, 3) for v in values])
     return svg_without_scripts(chart)
 
 
@@ -125,3 +129,49 @@ def spawn_buckets(metrics_text: str) -> list[tuple[str, int]]:
 def spawn_latency_chart(buckets: list[tuple[str, int]]) -> str:
     return bar_chart("Spawn to ready (since the hub started)", [b[0] for b in buckets], [b[1] for b in buckets],
                      "spawns")
+
+
+def utilisation_series(jobs: Iterable[dict]) -> list[tuple[str, list[tuple[datetime, float]]]]:
+    """[(label "JOB user/server", [(time, utilisation %)])] of the jobs with samples, busiest first, at most
+    MAX_SERIES (the culler's api/samples answer: {job_id, user, server, samples: [{at, utilization}]})."""
+    series = []
+    for job in jobs:
+        points = [(datetime.fromtimestamp(p["at"]), float(p["utilization"])) for p in job.get("samples") or ()]
+        if points:
+            label = f"{job['job_id']} {job['user']}/{job.get('server') or 'default'}"
+            series.append((label, points, sum(u for _, u in points) / len(points)))
+    series.sort(key=lambda s: (-s[2], s[0]))
+    return [(label, points) for label, points, _ in series[:MAX_SERIES]]
+
+
+def utilisation_chart(jobs: Iterable[dict], title: str = "GPU utilisation of running jobs") -> str:
+    series = utilisation_series(jobs)
+    times = [t for _, points in series for t, _ in points]
+    span = (max(times) - min(times)).total_seconds() if times else 0
+    fmt = "%H:%M:%S" if span < 600 else ("%H:%M" if span < 86400 else "%a %H:%M")
+    style = STYLE.__class__(**{**STYLE.to_dict(), "colors": PALETTE})
+    chart = pygal.DateTimeLine(style=style, height=260, width=760, js=[], disable_xml_declaration=True,
+                               show_dots=False, x_label_rotation=-45, truncate_label=-1, y_title="GPU busy %",
+                               range=(0, 100), include_x_axis=True, legend_at_bottom=True, truncate_legend=-1,
+                               x_value_formatter=lambda t: t.strftime(fmt))
+    chart.title = title
+    for label, points in series or [("(no samples yet)", [])]:
+        chart.add(label, points)
+    return svg_without_scripts(chart)
+
+
+def idle_hours_chart(idle: dict | None, hours: int = 48) -> str:
+    """Idle and busy GPU-hours per hour of the last `hours` (carme-culler's api/idle answer)."""
+    rows = (idle or {}).get("hours", [])[-hours:]
+    labels = [f"{datetime.fromtimestamp(r['start']):%a %H:00}" for r in rows]
+    style = STYLE.__class__(**{**STYLE.to_dict(), "colors": ("#dc3545", "#198754")})
+    chart = pygal.StackedBar(style=style, height=260, width=760, js=[], disable_xml_declaration=True,
+                             x_label_rotation=-45, truncate_label=-1, y_title="GPU-hours", include_x_axis=True,
+                             show_minor_x_labels=len(labels) <= 16, legend_at_bottom=True)
+    threshold = (idle or {}).get("threshold")
+    chart.title = "GPU-hours held idle and busy per hour" + (f" (idle: below {threshold:g} %)" if threshold else "")
+    chart.x_labels = labels
+    chart.x_labels_major = labels[::max(1, len(labels) // 12)]
+    chart.add("idle", [r["idle_gpu_hours"] for r in rows])
+    chart.add("busy", [r["busy_gpu_hours"] for r in rows])
+    return svg_without_scripts(chart)

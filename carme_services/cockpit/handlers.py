@@ -4,11 +4,13 @@
     GET  api/history?start=&end=&user=&project=&image=&state=&jobs=&format=json|csv
                                          sacct's jobs of a bounded window (at most max_window_days)              read
     GET  api/actions                     the audit of the admins' actions, newest first                         read
+    GET  api/gpu-use[?job=JOB]           carme-culler's GPU samples (running jobs) and idle GPU-hours per hour      read
     POST api/servers/stop                {"user": U, "server": S} stop a server through the hub's API            admin
     POST api/nodes/NODE/drain            {"reason": "..."}: scontrol update NodeName=NODE State=DRAIN Reason=..  admin
     POST api/nodes/NODE/resume           scontrol update NodeName=NODE State=RESUME                              admin
     GET  /                               the overview page (POST /: its forms, action=stop|drain|resume)         read
     GET  history                         the history page: filters, table, CSV link, charts                     read
+    GET  jobs/JOB                        one running job: its GPU utilisation over time, idle GPU-hours           read
 
 read: custom:carme-cockpit:read; admin: custom:carme-cockpit:admin (checked with JupyterHub's
 check_scopes). Answers: bad input 400 naming the field; unknown user or server 404; not running,
@@ -17,13 +19,21 @@ or SLURM's or the hub's refusal, 409 with their words; SLURM not answering 503.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlencode
 
 from tornado import web
 
 from ..base import CarmeServiceHandler
 from .actions import check_body, check_server_target
-from .charts import forecast_chart, gpu_hours_chart, spawn_latency_chart, wait_chart
+from .charts import (
+    forecast_chart,
+    gpu_hours_chart,
+    idle_hours_chart,
+    spawn_latency_chart,
+    utilisation_chart,
+    wait_chart,
+)
 from .errors import CockpitError, InputError
 from .history import COLUMNS, to_csv
 from .service import ADMIN_SCOPE, READ_SCOPE
@@ -97,6 +107,16 @@ class ActionsHandler(CockpitHandler):
         self.write_json({"actions": await self.service.in_store(self.service.store.actions, limit)})
 
 
+class GpuUseHandler(CockpitHandler):
+    @web.authenticated
+    async def get(self):
+        self.require_read()
+        job = self.get_argument("job", "")
+        if job and not job.isdigit():
+            raise web.HTTPError(400, "job: must be a SLURM job id (digits)")
+        self.write_json(await self.service.gpu_use(job or None))
+
+
 class StopHandler(CockpitHandler):
     @web.authenticated
     async def post(self):
@@ -121,10 +141,14 @@ class OverviewPage(CockpitHandler):
     async def show(self, notice: str = "", kind: str = "success", status: int = 200) -> None:
         data = await self.service.overview()
         actions = await self.service.in_store(self.service.store.actions, 10)
+        use = await self.service.gpu_use()
         self.set_status(status)
-        self.finish(self.render_page("cockpit.html", data=data, may_act=self.may_act(), notice=notice,
-                                     notice_kind=kind, actions=actions, forecast_svg=forecast_chart(data["forecast"]),
-                                     spawn_svg=spawn_latency_chart(await self.service.spawn_latency())))
+        self.finish(self.render_page(
+            "cockpit.html", data=data, may_act=self.may_act(), notice=notice, notice_kind=kind, actions=actions,
+            forecast_svg=forecast_chart(data["forecast"]), spawn_svg=spawn_latency_chart(await self.service.spawn_latency()),
+            gpu_use=use, job_gpu={s["job_id"]: s for s in (use["idle"] or {}).get("servers", [])},
+            utilisation_svg=utilisation_chart(use["jobs"]) if use["culler"] else "",
+            idle_svg=idle_hours_chart(use["idle"]) if use["culler"] else ""))
 
     @web.authenticated
     async def get(self):
@@ -165,9 +189,26 @@ class HistoryPage(CockpitHandler):
             return self.finish(self.render_page("cockpit_history.html", data=None, error=str(e), query=query,
                                                 csv_url="", charts={}))
         csv_query = urlencode({**{k: v for k, v in query.items() if v}, "format": "csv"})
-        charts = {"gpu_hours": gpu_hours_chart(data["rows"], window), "wait": wait_chart(data["rows"])}
+        roles = await self.service.user_roles()
+        by_role = [{**r, "role": roles.get(r["user"], "(not a hub user)")} for r in data["rows"]]
+        charts = {"gpu_hours": gpu_hours_chart(data["rows"], window), "wait": wait_chart(data["rows"]),
+                  "gpu_hours_role": gpu_hours_chart(by_role, window, "role")}
         self.finish(self.render_page("cockpit_history.html", data=data, error="", query=query, charts=charts,
                                      csv_url=f"{self.service.service_prefix}api/history?{csv_query}"))
+
+
+class JobPage(CockpitHandler):
+    @web.authenticated
+    async def get(self, job_id: str):
+        self.require_read()
+        data, use = await asyncio.gather(self.service.overview(), self.service.gpu_use(job_id))
+        job = next((j for j in data["jobs"] if j["job_id"] == job_id), None)
+        gpu = next((s for s in (use["idle"] or {}).get("servers", []) if s["job_id"] == job_id), None)
+        if job is None and not use["jobs"]:
+            raise web.HTTPError(404, f"job {job_id}: not a running Carme job (the history has the ended ones)")
+        self.finish(self.render_page("cockpit_job.html", job=job, job_id=job_id, use=use, gpu=gpu,
+                                     utilisation_svg=utilisation_chart(use["jobs"], f"GPU utilisation of job {job_id}")
+                                     if use["culler"] else ""))
 
 
 def handlers() -> list[tuple[str, type, dict]]:
@@ -175,8 +216,10 @@ def handlers() -> list[tuple[str, type, dict]]:
         (r"api/overview", OverviewHandler, {}),
         (r"api/history", HistoryHandler, {}),
         (r"api/actions", ActionsHandler, {}),
+        (r"api/gpu-use", GpuUseHandler, {}),
         (r"api/servers/stop", StopHandler, {}),
         (r"api/nodes/([^/]+)/(drain|resume)", NodeHandler, {}),
         (r"history/?", HistoryPage, {}),
+        (r"jobs/(\d+)", JobPage, {}),
         (r"/?", OverviewPage, {}),
     ]

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
+from urllib.parse import urlencode
+
+from jupyterhub.utils import url_path_join
 from prometheus_client import Counter
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Float, Integer, List, TraitError, Unicode, validate
 
+from carme_core.roles import role_of_model
 from carme_slurm import SlurmCommandError
 from carme_slurm.commands import command_env, run_command
 
@@ -36,6 +41,8 @@ from .overview import overview
 from .store import CockpitStore, database
 
 NAME = "carme-cockpit"
+CULLER = "carme-culler"  # its GPU samples and idle GPU-hours, read with its admin scope when it is enabled
+CULLER_SCOPES = [f"custom:{CULLER}:admin", f"access:services!service={CULLER}"]
 READ_SCOPE = "custom:carme-cockpit:read"  # the overview, the history, the audit (operators, read-only)
 ADMIN_SCOPE = "custom:carme-cockpit:admin"  # stop servers, drain and resume nodes
 
@@ -64,13 +71,18 @@ class CockpitService(CarmeService):
     forecast_hours = Integer(72, config=True, help="Hours ahead the free-GPU forecast covers (from the running "
                              "jobs' end times and the reservations in the hub's view), in steps of forecast_step_hours.")
     forecast_step_hours = Float(1.0, config=True, help="Hours between two points of the free-GPU forecast.")
+    culler_url = Unicode("", config=True, help="carme-culler's URL (as the hub runs it), read for the GPU "
+                         "charts: utilisation per job over time, idle GPU-hours. The hub's wiring sets it when the "
+                         "culler is enabled; empty: no GPU charts.")
+    culler_timeout = Float(10.0, config=True, help="Seconds a read of carme-culler's API may take.")
+    utilisation_hours = Float(3.0, config=True, help="Hours of GPU samples the overview's utilisation chart shows.")
     operator_groups = List(Unicode(), [], config=True, help="Hub groups whose members may read the cockpit "
                            f"({READ_SCOPE}: overview, history, audit) without acting.")
 
     aliases = {**CarmeService.aliases, "db-url": "CockpitService.db_url"}
 
     @validate("cache_seconds", "history_cache_seconds", "max_window_days", "default_window_days", "sacct_timeout",
-              "scontrol_timeout", "forecast_hours", "forecast_step_hours")
+              "scontrol_timeout", "forecast_hours", "forecast_step_hours", "culler_timeout", "utilisation_hours")
     def _check_positive(self, proposal):
         if not proposal.value > 0:
             raise TraitError(f"CockpitService.{proposal.trait.name} must be > 0, not {proposal.value}")
@@ -139,6 +151,54 @@ class CockpitService(CarmeService):
         except Exception as e:  # noqa: BLE001 - a chart the page can do without
             self.log.warning("carme-cockpit: the hub's metrics did not answer: %s", e)
             return []
+
+    async def culler(self, path: str, **query) -> dict | None:
+        """carme-culler's api/<path> with the cockpit's token ({} for its 404; None: no culler, or it did not
+        answer)."""
+        if not self.culler_url:
+            return None
+        base = os.environ.get("JUPYTERHUB_BASE_URL", "/")
+        url = f"{self.culler_url.rstrip('/')}{url_path_join(base, 'services', CULLER, 'api', path)}"
+        try:
+            response = await AsyncHTTPClient().fetch(HTTPRequest(
+                url + (f"?{urlencode(query)}" if query else ""), request_timeout=self.culler_timeout,
+                headers={"Authorization": f"token {self.hub_client().token}", "Accept": "application/json"}))
+            return json.loads(response.body)
+        except HTTPClientError as e:
+            if e.code == 404:  # e.g. samples of a job the culler does not watch: an answer, with nothing in it
+                return {}
+            self.log.warning("carme-cockpit: carme-culler's api/%s refused: %s", path, e)
+            return None
+        except Exception as e:  # noqa: BLE001 - charts the page can do without
+            self.log.warning("carme-cockpit: carme-culler's api/%s did not answer: %s", path, e)
+            return None
+
+    async def gpu_use(self, job_id: str | None = None) -> dict:
+        """The culler's samples (one job's, or every job's of the last utilisation_hours) and its idle
+        GPU-hours: {"culler": answered?, "jobs": [...], "idle": {...} | None}."""
+        if job_id is None:
+            samples, idle = await asyncio.gather(
+                self.culler("samples", since=int(time.time() - self.utilisation_hours * 3600)), self.culler("idle"))
+            jobs = (samples or {}).get("jobs", [])
+        else:
+            one, idle = await asyncio.gather(self.culler(f"samples/{job_id}"), self.culler("idle"))
+            jobs, samples = ([one] if one else []), one
+        return {"culler": bool(self.culler_url), "answered": samples is not None and idle is not None,
+                "jobs": jobs, "idle": idle}
+
+    async def user_roles(self) -> dict[str, str]:
+        """{hub user: Carme role} (the history's GPU-hours by role), read at most once per history_cache_seconds."""
+        cached = getattr(self, "_roles", None)
+        if cached is not None and time.monotonic() - cached[0] < self.history_cache_seconds:
+            return cached[1]
+        try:
+            users = await self.hub_client().get_all("users")
+        except Exception as e:  # noqa: BLE001 - the chart says "(not a hub user)" instead
+            self.log.warning("carme-cockpit: the hub's users did not answer: %s", e)
+            return {}
+        roles = {u["name"]: role_of_model(u, self.power_groups) for u in users}
+        self._roles = (time.monotonic(), roles)
+        return roles
 
     def forget_overview(self) -> None:
         self._overview = None
@@ -237,11 +297,14 @@ def hub_service(settings: ServiceSettings) -> dict:
     values, app = checked_settings(CockpitService, settings)
     values.setdefault("db_url", f"sqlite:///{settings.state_dir}/carme-cockpit.sqlite")
     values.setdefault("sessions_db_url", f"sqlite:///{settings.state_dir}/carme-sessions.sqlite")
+    own_scopes = ["list:users", "read:users", "read:servers", "admin:server_state", "servers", "read:metrics"]
+    if CULLER in settings.service_urls:  # the GPU charts: the culler's samples and idle GPU-hours
+        values.setdefault("culler_url", settings.service_urls[CULLER])
+        own_scopes += CULLER_SCOPES
     access = f"access:services!service={NAME}"
     roles = [
-        own_role(NAME, ["list:users", "read:users", "read:servers", "admin:server_state", "servers", "read:metrics"],
-                 "carme-cockpit reads every server (options and state), the SLURM view and the hub's metrics "
-                 "(spawn latency), and stops servers."),
+        own_role(NAME, own_scopes, "carme-cockpit reads every server (options and state), the SLURM view, the "
+                 "hub's metrics (spawn latency) and carme-culler's GPU samples, and stops servers."),
         admins_role(f"{NAME}-admins", settings, [ADMIN_SCOPE, READ_SCOPE, access],
                     "The hub's admins see the cockpit and act: stop servers, drain and resume nodes."),
     ]

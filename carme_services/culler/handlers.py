@@ -5,6 +5,8 @@
     GET  api/culls            servers stopped as idle, newest last: the caller's (admins: all)        read (own) | admin
     GET  api/pass             the last pass: servers, stopped, would_stop (dry run), error           admin
     GET  api/samples/JOB      the GPU samples kept for a job (time, max utilisation %, memory MiB)   read (own) | admin
+    GET  api/samples?since=T  every watched job's samples taken at or after T (epoch s)               admin
+    GET  api/idle             idle and busy GPU-hours per hour (the tally) and per running server      admin
     GET  /                    the page: your servers, their idle state, Keep running
 
 Scopes are checked with JupyterHub's check_scopes inside the handlers (`custom:carme-culler:read!user`).
@@ -97,6 +99,33 @@ class SamplesHandler(CullerHandler):
                          "samples": [{"at": t, "utilization": u, "memory_mib": m} for t, u, m in watch.samples]})
 
 
+class AllSamplesHandler(CullerHandler):
+    @web.authenticated
+    def get(self):
+        self.require(self.is_admin(), f"every job's samples need {ADMIN_SCOPE} (the hub's admins, the cockpit)")
+        try:
+            since = float(self.get_argument("since", "0"))
+        except ValueError:
+            raise web.HTTPError(400, "since: must be a time in epoch seconds") from None
+        self.write_json({"jobs": [
+            {"job_id": job_id, "user": user, "server": server,
+             "samples": [{"at": t, "utilization": u, "memory_mib": m} for t, u, m in watch.samples if t >= since]}
+            for (user, server, job_id), watch in sorted(self.service.watches.items(), key=lambda kv: kv[0][2])]})
+
+
+class IdleHandler(CullerHandler):
+    @web.authenticated
+    def get(self):
+        self.require(self.is_admin(), f"the idle GPU-hours need {ADMIN_SCOPE} (the hub's admins, the cockpit)")
+        servers = [{k: r[k] for k in ("user", "name", "job_id", "gpus", "account", "idle_gpu_hours", "busy_gpu_hours")}
+                   for r in self.service.last.get("servers", []) if r.get("gpus")]
+        hours = self.service.tally.rows()
+        self.write_json({"threshold": self.service.gpu_threshold, "interval": self.service.interval,
+                         "hours": hours, "servers": servers,
+                         "idle_gpu_hours": round(sum(h["idle_gpu_hours"] for h in hours), 4),
+                         "busy_gpu_hours": round(sum(h["busy_gpu_hours"] for h in hours), 4)})
+
+
 class CullerPage(CullerHandler):
     @web.authenticated
     def get(self, notice: str = "", kind: str = "success"):
@@ -126,5 +155,7 @@ def handlers() -> list[tuple[str, type, dict]]:
         (r"api/culls", CullsHandler, {}),
         (r"api/pass", PassHandler, {}),
         (r"api/samples/(\d+)", SamplesHandler, {}),
+        (r"api/samples", AllSamplesHandler, {}),
+        (r"api/idle", IdleHandler, {}),
         (r"/?", CullerPage, {}),
     ]

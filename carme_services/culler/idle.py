@@ -86,9 +86,73 @@ class Watch:
     stop_at: float | None = None  # set by the warning: when the server is stopped if still idle
     kept: list[float] = field(default_factory=list)  # when "keep running" was pressed
     samples: deque = field(default_factory=lambda: deque(maxlen=720))  # (t, max utilisation %, memory MiB)
+    idle_gpu_s: float = 0.0  # GPU-seconds between samples the culler saw below the threshold (this job)
+    busy_gpu_s: float = 0.0  # ... and at or above it
 
     def add_sample(self, t: float, utilization: float, memory_mib: float) -> None:
         self.samples.append((t, utilization, memory_mib))
+
+
+@dataclass
+class IdleTally:
+    """GPU-seconds the culler saw held idle (below the threshold) and busy, per hour, over the last
+    `keep_hours`: what the cockpit's "idle GPU-hours" chart draws. Kept in a file across restarts."""
+
+    hours: dict[int, list[float]] = field(default_factory=dict)  # hour start (epoch s) -> [idle, busy] GPU-s
+    keep_hours: int = 168
+
+    def add(self, start: float, end: float, gpu_count: int, idle: bool) -> None:
+        """Count `gpu_count` GPUs held from `start` to `end`, split over the hours they cover."""
+        t = start
+        while t < end:
+            hour = int(t // 3600 * 3600)
+            upto = min(end, hour + 3600)
+            self.hours.setdefault(hour, [0.0, 0.0])[0 if idle else 1] += gpu_count * (upto - t)
+            t = upto
+        if len(self.hours) > self.keep_hours:
+            for hour in sorted(self.hours)[:len(self.hours) - self.keep_hours]:
+                del self.hours[hour]
+
+    def rows(self) -> list[dict]:
+        return [{"start": h, "idle_gpu_hours": round(v[0] / 3600, 4), "busy_gpu_hours": round(v[1] / 3600, 4)}
+                for h, v in sorted(self.hours.items())]
+
+    def to_json(self) -> dict:
+        return {"version": 1, "hours": {str(h): v for h, v in sorted(self.hours.items())}}
+
+    @classmethod
+    def from_json(cls, data: object, keep_hours: int) -> "IdleTally":
+        """The tally a file kept (a damaged or unknown file: an empty tally, never an error)."""
+        tally = cls(keep_hours=keep_hours)
+        if isinstance(data, dict) and data.get("version") == 1 and isinstance(data.get("hours"), dict):
+            for key, value in data["hours"].items():
+                try:
+                    hour, idle, busy = int(key), float(value[0]), float(value[1])
+                except (TypeError, ValueError, IndexError, KeyError):
+                    continue
+                if hour % 3600 == 0 and idle >= 0 and busy >= 0:
+                    tally.hours[hour] = [idle, busy]
+            tally.add(0, 0, 0, True)  # trims to keep_hours
+        return tally
+
+
+def account_sample(watch: Watch, tally: IdleTally, t: float, utilization: float, gpu_count: int, threshold: float,
+                   max_gap: float) -> tuple[float, float]:
+    """Count the time since the job's previous sample as idle or busy by this sample (a gap longer than
+    `max_gap`, e.g. the culler was down, counts only `max_gap`); (idle, busy) GPU-seconds added."""
+    if not watch.samples or gpu_count <= 0:
+        return 0.0, 0.0
+    start = max(watch.samples[-1][0], t - max_gap)
+    if t <= start:
+        return 0.0, 0.0
+    idle = utilization < threshold
+    gpu_seconds = gpu_count * (t - start)
+    if idle:
+        watch.idle_gpu_s += gpu_seconds
+    else:
+        watch.busy_gpu_s += gpu_seconds
+    tally.add(start, t, gpu_count, idle)
+    return (gpu_seconds, 0.0) if idle else (0.0, gpu_seconds)
 
 
 @dataclass(frozen=True)

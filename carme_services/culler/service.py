@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 import time
 from collections import deque
 from dataclasses import asdict
@@ -32,9 +34,11 @@ from ..wiring import ServiceSettings, admins_role, checked_settings, own_role, s
 from .idle import (
     NVIDIA_SMI_QUERY,
     CullerPolicy,
+    IdleTally,
     Server,
     Verdict,
     Watch,
+    account_sample,
     apply_verdict,
     job_samples,
     judge,
@@ -72,13 +76,17 @@ class CullerService(CarmeService):
     sample_timeout = Float(20.0, config=True, help="Seconds a node's nvidia-smi may take.")
     dry_run = Bool(False, config=True, help="Judge and warn, never stop: the pass lists what it would stop.")
     history_size = Integer(1000, config=True, help="Culls kept in memory for api/culls.")
+    tally_file = Unicode("", config=True, help="Where the culler keeps its hourly tally of idle and busy "
+                         "GPU-hours (api/idle, the cockpit's chart) across restarts; empty: in memory only. The "
+                         "hub's wiring: <carme.state_dir>/carme-culler-idle.json.")
+    tally_hours = Integer(168, config=True, help="Hours of the idle GPU-hours tally kept (api/idle).")
     once = Bool(False, config=True, help="One pass, print it as JSON, exit.")
 
     aliases = {**CarmeService.aliases, "interval": "CullerService.interval"}
     flags = {"once": ({"CullerService": {"once": True}}, "one pass, print it as JSON, exit"),
              "dry-run": ({"CullerService": {"dry_run": True}}, "judge and warn, never stop")}
 
-    @validate("interval", "idle_minutes", "warn_minutes", "keep_running_minutes", "sample_timeout")
+    @validate("interval", "idle_minutes", "warn_minutes", "keep_running_minutes", "sample_timeout", "tally_hours")
     def _check_positive(self, proposal):
         if not proposal.value > 0:
             raise TraitError(f"CullerService.{proposal.trait.name} must be > 0, not {proposal.value}")
@@ -102,6 +110,7 @@ class CullerService(CarmeService):
         self.last: dict = {"at": None, "servers": [], "stopped": [], "would_stop": [], "error": None,
                            "dry_run": self.dry_run}
         self.culls: deque = deque(maxlen=self.history_size)
+        self.tally = self.load_tally()
 
     @property
     def policy(self) -> CullerPolicy:
@@ -116,6 +125,10 @@ class CullerService(CarmeService):
                 "warnings": Counter("carme_culler_warnings", "Idle warnings given", registry=registry),
                 "saved": Counter("carme_culler_idle_gpu_hours_saved", "GPU-hours culled servers would have held "
                                  "until their time limit", registry=registry),
+                "idle_gpu_hours": Counter("carme_culler_idle_gpu_hours", "GPU-hours servers held with their GPUs "
+                                          "below gpu_threshold, as sampled", registry=registry),
+                "sampled_gpu_hours": Counter("carme_culler_sampled_gpu_hours", "GPU-hours of servers the culler "
+                                             "sampled (idle and busy)", registry=registry),
                 "failures": Counter("carme_culler_sample_failures", "Nodes whose nvidia-smi did not answer",
                                     registry=registry),
                 "servers": Gauge("carme_culler_servers", "Servers by the last pass's verdict", ["state"],
@@ -183,6 +196,10 @@ class CullerService(CarmeService):
             if server.gpus:
                 got = job_samples(samples.get(server.node, {}), server.gpu_indexes)
                 if got is not None:
+                    idle_s, busy_s = account_sample(watch, self.tally, now, got[0], server.gpus, policy.gpu_threshold,
+                                                    2 * self.interval + self.sample_timeout)
+                    self.counters["idle_gpu_hours"].inc(idle_s / 3600)
+                    self.counters["sampled_gpu_hours"].inc((idle_s + busy_s) / 3600)
                     watch.add_sample(now, *got)
             verdict = judge(server, watch, policy, now)
             if apply_verdict(watch, verdict):
@@ -196,7 +213,35 @@ class CullerService(CarmeService):
             self.counters["servers"].labels(state).set(sum(r["state"] == state for r in report))
         self.last = {"at": now, "dry_run": self.dry_run, "servers": report, "stopped": stopped,
                      "would_stop": would_stop, "nodes_sampled": nodes, "error": None}
+        self.save_tally()
         return self.last
+
+    # ---- the idle GPU-hours tally (a file of its own: nothing else keeps it) -----------------------
+
+    def load_tally(self) -> IdleTally:
+        if not self.tally_file:
+            return IdleTally(keep_hours=self.tally_hours)
+        try:
+            data = json.loads(Path(self.tally_file).read_text())
+        except FileNotFoundError:
+            data = None
+        except (OSError, ValueError) as e:
+            self.log.warning("the idle tally %s is unreadable (%s): starting a new one", self.tally_file, e)
+            data = None
+        return IdleTally.from_json(data, self.tally_hours)
+
+    def save_tally(self) -> None:
+        if not self.tally_file:
+            return
+        path = Path(self.tally_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.tally.to_json(), f)
+            os.replace(tmp, path)
+        except OSError as e:  # the tally is a chart, not a decision: the pass goes on
+            self.log.warning("the idle tally could not be written to %s: %s", path, e)
 
     async def stop(self, server: Server, verdict: Verdict) -> dict:
         saved = server.gpus * (server.time_left or 0) / 3600
@@ -235,7 +280,8 @@ def server_report(server: Server, watch: Watch, verdict: Verdict, policy: Culler
     return {**{k: v for k, v in asdict(server).items() if k != "gpu_indexes"}, "gpu_indexes": list(server.gpu_indexes),
             "state": verdict.state, "reason": verdict.reason, "idle_since": verdict.idle_since,
             "stop_at": verdict.stop_at, "keep_running_left": max(0, policy.keep_running_max - len(watch.kept)),
-            "last_sample": {"at": last[0], "utilization": last[1], "memory_mib": last[2]} if last else None}
+            "last_sample": {"at": last[0], "utilization": last[1], "memory_mib": last[2]} if last else None,
+            "idle_gpu_hours": round(watch.idle_gpu_s / 3600, 4), "busy_gpu_hours": round(watch.busy_gpu_s / 3600, 4)}
 
 
 # ---- the hub's wiring (pure) ---------------------------------------------------------------------
@@ -243,12 +289,14 @@ def server_report(server: Server, watch: Watch, verdict: Verdict, policy: Culler
 
 def hub_service(settings: ServiceSettings) -> dict:
     values, _ = checked_settings(CullerService, settings)
+    values.setdefault("tally_file", f"{settings.state_dir}/carme-culler-idle.json")
     return {
         "service": service_spec(CullerService, settings, values, url=values.get("url", "http://127.0.0.1:10107"),
                                 allowed_scopes=[READ_SCOPE, ADMIN_SCOPE], display=True),
         "custom_scopes": {
             READ_SCOPE: {"description": "Read a user's servers' idle state and keep them running."},
-            ADMIN_SCOPE: {"description": "Read every server's idle state and GPU samples, and the culls."},
+            ADMIN_SCOPE: {"description": "Read every server's idle state and GPU samples, the culls and the idle "
+                                         "GPU-hours (the cockpit's token holds it for its charts)."},
         },
         "roles": [
             own_role(NAME, ["list:users", "read:users", "read:users:activity", "read:servers", "admin:server_state",

@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration import slurm_probe
 from tests.integration.conftest import running_hub
+from tests.integration.test_culler import UTIL, set_util
 from tests.integration.waiting import wait_until
 
 from .conftest import login
@@ -27,6 +28,8 @@ NAME = "carme-cockpit"
 @pytest.fixture(scope="module")
 def hub(cluster):
     env = {"CARME__carme__cockpit": json.dumps({"url": f"http://127.0.0.1:{PUBLIC + 7}", "cache_seconds": 1}),
+           "CARME__carme__culler": json.dumps({"url": f"http://127.0.0.1:{PUBLIC + 9}", "interval": 1, "delay": 1,
+                                               "idle_minutes": 600, "node_command": ["env", "CARME_STANDIN_NODE={node}"]}),
            "CARME__SlurmView__node_interval": "2",
            "CARME__Authenticator__admin_users": json.dumps(["admin", "carol"])}
     with running_hub(extra_env=env, ports=(PUBLIC, PUBLIC + 81, PUBLIC + 1), job_prefix="carme-cockb-") as hub:
@@ -60,6 +63,26 @@ def test_carol_sees_alices_server_drains_and_resumes_a_node_and_stops_the_server
     for name in ("carme-n1", "carme-n2"):
         assert page.query_selector(f"#cockpit-nodes tr[data-node='{name}']")
     page.artifact("overview-with-alices-server")
+
+    # her GPU's utilisation over time on the job's page (carme-culler's samples of the stand-in nvidia-smi)
+    try:
+        def sampled(util: int) -> bool:
+            page.goto(f"{hub.url}/services/{NAME}/jobs/{job_id}")
+            return page.get_attribute("#job-last-sample", "data-utilization") == f"{util:.1f}" \
+                if page.query_selector("#job-last-sample") else False
+
+        for util in (80, 60, 0):
+            set_util(node, {i: util for i in range(8)})
+            assert wait_until(lambda: sampled(util), 30, interval=1), util
+        page.wait_for_selector("#job-utilisation svg")
+        page.artifact("job-gpu-utilisation")
+        page.goto(f"{hub.url}/services/{NAME}/")
+        page.wait_for_selector("#cockpit-utilisation svg")
+        page.wait_for_selector("#cockpit-idle-hours svg")
+        page.locator("#cockpit-gpu-use").scroll_into_view_if_needed()
+        page.artifact("overview-gpu-use")
+    finally:
+        (UTIL / f"{node}.util").unlink(missing_ok=True)
 
     reason = f"cockpit browser {secrets.token_hex(3)}"
     try:

@@ -22,6 +22,7 @@ import requests
 from . import slurm_probe
 from .conftest import running_hub
 from .test_catalog import login
+from .test_culler import UTIL, set_util
 from .waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,6 +40,9 @@ def hub(cluster):
                                                 "history_cache_seconds": 1}),
            # carme-sessions remembers the jobs' choices: the history's image
            "CARME__carme__sessions": json.dumps({"url": f"http://127.0.0.1:{PUBLIC + 8}", "interval": 1}),
+           # carme-culler samples the GPUs (the stand-in nvidia-smi): the cockpit's GPU charts; nothing is culled
+           "CARME__carme__culler": json.dumps({"url": f"http://127.0.0.1:{PUBLIC + 9}", "interval": 1, "delay": 1,
+                                               "idle_minutes": 600, "node_command": ["env", "CARME_STANDIN_NODE={node}"]}),
            "CARME__CarmeQuota__role_limits": json.dumps(LIMITS),
            "CARME__SlurmView__node_interval": "2",
            "CARME__Authenticator__admin_users": json.dumps(["admin", "carol"])}
@@ -186,6 +190,48 @@ def test_as_alice_the_page_and_the_api_are_403(hub, alice):
     page = login(hub, "alice").get(f"{hub.url}/services/{NAME}/", timeout=20)
     assert page.status_code == 403
     assert sinfo_node("carme-n2")[1] != "x"
+
+
+def test_gpu_use_per_job_and_idle_gpu_hours_come_from_the_cullers_samples(hub, alice):
+    node = slurm_probe.job(alice)["BatchHost"]
+    util_file = UTIL / f"{node}.util"
+
+    def gpu_use(value: int, kind: str):
+        r = hub.session.get(f"{hub.cockpit}/gpu-use", params={"job": alice}, timeout=20)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        samples = data["jobs"][0]["samples"] if data["jobs"] else []
+        mine = next((s for s in (data["idle"] or {}).get("servers", []) if s["job_id"] == alice), None)
+        last = [x["utilization"] for x in samples[-3:]]  # (before the test wrote a file, the stand-in said 0)
+        return data["culler"] and data["answered"] and last == [value] * 3 and mine and mine[kind] > 0 and data
+
+    try:
+        set_util(node, {i: 70 for i in range(8)})  # the node's driver says: alice's GPU is busy
+        busy = wait_until(lambda: gpu_use(70.0, "busy_gpu_hours"), 60)
+        assert busy, hub.session.get(f"{hub.cockpit}/gpu-use", params={"job": alice}, timeout=20).text
+        assert busy["jobs"][0]["user"] == "alice" and busy["idle"]["threshold"] == 5
+        set_util(node, {i: 0 for i in range(8)})  # ... and now idle: her idle GPU-hours grow
+        idle = wait_until(lambda: gpu_use(0.0, "idle_gpu_hours"), 60)
+        assert idle, hub.session.get(f"{hub.cockpit}/gpu-use", params={"job": alice}, timeout=20).text
+        mine = next(s for s in idle["idle"]["servers"] if s["job_id"] == alice)
+        assert mine["idle_gpu_hours"] > next(s for s in busy["idle"]["servers"] if s["job_id"] == alice)["idle_gpu_hours"]
+        assert idle["idle"]["idle_gpu_hours"] > 0 and idle["idle"]["busy_gpu_hours"] > 0  # the hourly tally
+        assert hub.session.get(f"{hub.cockpit}/gpu-use", params={"job": "x"}, timeout=10).status_code == 400
+
+        carol = login(hub, "carol")
+        page = carol.get(f"{hub.url}/services/{NAME}/", timeout=20)
+        assert page.status_code == 200, page.text[-2000:]
+        charts = page.text.split('id="cockpit-gpu-use"')[1].split('<p class="small')[0]
+        assert f"{alice} alice/default" in charts and "held idle and busy" in charts and "<script" not in charts
+        assert f'href="/services/{NAME}/jobs/{alice}"' in page.text
+        job_page = carol.get(f"{hub.url}/services/{NAME}/jobs/{alice}", timeout=20)
+        assert job_page.status_code == 200 and f"GPU utilisation of job {alice}" in job_page.text
+        assert 'data-utilization="0.0"' in job_page.text and 'id="job-idle"' in job_page.text, \
+            job_page.text.split('id="job-utilisation"')[1].split("</svg>")[-1][:1500]
+        assert carol.get(f"{hub.url}/services/{NAME}/jobs/999999999", timeout=20).status_code == 404
+        assert as_user(hub, "alice").get(f"{hub.cockpit}/gpu-use", timeout=10).status_code == 403
+    finally:
+        util_file.unlink(missing_ok=True)
 
 
 def test_drain_carme_n2_with_a_reason_then_resume(hub):
