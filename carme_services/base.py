@@ -10,6 +10,8 @@ hub) and gives three things: its settings (traitlets with `help=`, so
 - logging in JupyterHub's format, listening where the hub proxies to ($JUPYTERHUB_SERVICE_URL);
 - periodic tasks that never die of a bug, counted in `/metrics` (prometheus_client, scope
   `custom:carme-metrics:read`);
+- stopping: SIGINT or SIGTERM (how the hub stops it) ends it within `stop_timeout`, even when it
+  inherited SIGINT ignored;
 - `HubClient`: the hub's REST API with the service's own token (paginated), and the hub's ONE
   view of SLURM (`GET /hub/api/carme/slurm/...`): services never ask SLURM themselves;
 - `CarmeServiceHandler`: HubOAuth, JSON errors under `/api/`, scope checks through JupyterHub's
@@ -25,8 +27,11 @@ import json
 import logging
 import os
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -43,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from traitlets import Unicode, default
+from traitlets import Float, Unicode, default
 from traitlets.config import Application, Config
 
 from carme_core.announcements import current_html
@@ -55,6 +60,8 @@ ANNOUNCEMENTS_ENV = "CARME_ANNOUNCEMENTS_FILE"
 METRICS_SCOPE = "custom:carme-metrics:read"
 PAGINATION = "application/jupyterhub-pagination+json"
 LOG_FORMAT = "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"
+#: how the hub stops a managed service: SIGINT, then SIGTERM after Spawner.interrupt_timeout (30 s)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def hub_template_dir() -> Path:
@@ -160,6 +167,12 @@ class CarmeService(Application):
     def _service_prefix_default(self):
         return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{self.name}/")
 
+    stop_timeout = Float(
+        3.0, config=True,
+        help="Seconds a service has to exit after the hub's SIGINT or SIGTERM; work still running in its "
+        "worker threads then (a file system check, a database call) is left behind.",
+    )
+
     @default("log_level")
     def _log_level_default(self):
         return logging.INFO
@@ -217,10 +230,68 @@ class CarmeService(Application):
         return web.Application(routes, cookie_secret=secrets.token_bytes(32), carme_service=self, jinja=jinja)
 
     def start(self):
+        """Serve until the hub stops the service (SIGINT or SIGTERM), then exit within `stop_timeout`.
+
+        The signals are handled on the event loop, whatever this process inherited: JupyterHub starts
+        its services before it sets its own handlers, so a hub started with SIGINT ignored (a background
+        job of a script: `jupyterhub &`) passes that on, and the service would sit out the hub's
+        interrupt_timeout (30 s). Worker threads (`asyncio.to_thread`) still busy at the deadline are
+        left behind: the interpreter would otherwise wait for them at exit.
+        """
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=f"{self.name}-worker"))
         try:
-            asyncio.run(self.run())
-        except KeyboardInterrupt:  # the hub stops its managed services with SIGINT
-            self.log.info("%s stopped", self.name)
+            stopped_by = loop.run_until_complete(self._serve_until_stopped())
+        except KeyboardInterrupt:  # a second SIGINT while stopping
+            stopped_by = signal.SIGINT
+        finally:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            asyncio.set_event_loop(None)
+            loop.close()  # its worker threads are told to end, not waited for
+        self.log.info("%s stopped (%s)", self.name, stopped_by.name if stopped_by else "its work ended")
+
+    async def _serve_until_stopped(self) -> signal.Signals | None:
+        """`run()` until a stop signal cancels it; the signal (None: run() ended by itself)."""
+        loop = asyncio.get_running_loop()
+        serving = asyncio.current_task()
+        stopped_by: list[signal.Signals] = []
+
+        def stop(sig: signal.Signals) -> None:
+            if not stopped_by:
+                stopped_by.append(sig)
+                self._exit_by_deadline(time.monotonic() + self.stop_timeout)
+                serving.cancel()
+
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            if not stopped_by:
+                raise
+        finally:
+            for sig in STOP_SIGNALS:  # a second signal acts at once (KeyboardInterrupt, or termination)
+                loop.remove_signal_handler(sig)
+        return stopped_by[0] if stopped_by else None
+
+    def _exit_by_deadline(self, deadline: float) -> None:
+        """A watchdog: should the process still run at `deadline` (a worker thread blocked on a slow
+        file system or a database, which the interpreter waits for at exit), name what is still busy
+        and exit without it."""
+
+        def exit_at_deadline():
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            busy = [t.name for t in threading.enumerate()
+                    if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+            self.log.warning("%s: exiting without waiting for %s (still busy %g s after the stop signal)",
+                             self.name, ", ".join(busy) or "its clean-up", self.stop_timeout)
+            for handler in logging.getLogger().handlers + self.log.handlers:
+                handler.flush()
+            os._exit(0)
+
+        threading.Thread(target=exit_at_deadline, name=f"{self.name}-exit-watchdog", daemon=True).start()
 
     async def run(self) -> None:
         url = urlparse(self.url)
@@ -245,6 +316,15 @@ class CarmeService(Application):
     @cached_property
     def metrics(self) -> ServiceMetrics:
         return ServiceMetrics(self.name)
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs on `loop` and let it finish (as asyncio.run does before closing)."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 class ServiceMetrics:
