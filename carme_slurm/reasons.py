@@ -39,7 +39,7 @@ END_STATES = {
     "CANCELLED": "the job was cancelled",
     "TIMEOUT": "it reached its time limit",
     "FAILED": "the job failed",
-    "NODE_FAIL": "its node failed",
+    "NODE_FAIL": "node failure: its node stopped answering SLURM",
     "OUT_OF_MEMORY": "it ran out of memory",
     "PREEMPTED": "it was preempted by a job with higher priority",
     "BOOT_FAIL": "its node did not boot",

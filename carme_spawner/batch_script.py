@@ -40,6 +40,7 @@ _EXPORT_KEYWORDS = ("ALL", "NONE", "NIL")
 _OWN_OPTIONS = (
     "job-name", "comment", "partition", "time", "nodes", "ntasks", "cpus-per-task", "mem",
     "gres", "gpus", "reservation", "output", "error", "chdir", "export", "wrap", "account", "tmp",
+    "no-requeue", "requeue",
 )
 
 
@@ -118,6 +119,9 @@ def _directives(request: SpawnRequest, site: JobSite) -> list[str]:
         f"--time={format_runtime(request.runtime_minutes)}",
         "--nodes=1",
         "--ntasks=1",
+        # an interactive server whose node fails ends (NODE_FAIL), and the hub says so: SLURM's default
+        # (JobRequeue=1) would start it again elsewhere, a new server under the old one's name
+        "--no-requeue",
         f"--cpus-per-task={request.cpus}",
         f"--mem={request.memory_mb}M",
     ]

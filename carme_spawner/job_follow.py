@@ -169,6 +169,19 @@ class JobFollower:
         tail = await self.log_tail(job)
         return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
 
+    async def hung_start_text(self, start_timeout: float, port: int | None) -> str:
+        """Why a start that hangs fails: where the job got to, and its log tail."""
+        job = self.view.job(self.job_id).job
+        if job is None or job.is_pending:
+            what = "was still waiting in the queue"
+        elif port is None:
+            what = "ran, but its server never reported its port"
+        else:
+            what = f"ran and reported port {port}, but its server never answered"
+        text = f"No server within start_timeout ({start_timeout:g} s): SLURM job {self.job_id} {what}. The job is cancelled."
+        tail = await self.log_tail(job)
+        return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
+
     async def log_tail(self, job: SlurmJob | None) -> str:
         """The end of the job's output, read AS THE USER (the path is the user's to choose)."""
         return await self._read_output(job, "tail", self.log_tail_lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from carme_slurm import SlurmJob
-from carme_slurm.reasons import PENDING_REASONS, describe_reason
+from carme_slurm.reasons import PENDING_REASONS, describe_end_state, describe_reason
 
 
 def format_time(epoch: int, now: float | None = None) -> str:
@@ -48,4 +48,6 @@ def describe_end(job: SlurmJob | None, job_id: str) -> str:
         text += f", killed by signal {job.exit_signal}"
     elif job.exit_status is not None:
         text += f", exit code {job.exit_status}"
+    if job.state.split()[0] in ("NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "PREEMPTED", "TIMEOUT"):
+        text += f" ({describe_end_state(job.state)})"  # words for what SLURM's state name only hints at
     return text + "."

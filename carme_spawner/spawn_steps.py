@@ -15,8 +15,11 @@ timing only, and kept only when they fall between the submission and now.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Histogram
 
@@ -68,3 +71,22 @@ class SpawnSteps:
     def observe(self) -> None:
         for step, seconds in self.as_dict().items():
             SPAWN_STEP_SECONDS.labels(step).observe(max(0.0, seconds))
+
+
+async def log_steps_once_routed(steps: SpawnSteps, route_added: asyncio.Event, same_job: Callable[[], bool],
+                                timeout: float, read_job_head: Callable[[], Awaitable[str]], submitted_at: float,
+                                log, name: str) -> None:
+    """Once the hub has routed the server (or `timeout`): the spawn's step times in one log line and
+    the histogram, off the spawn's path (the job's output is read only now). Never raises: timing is
+    a report and must not disturb the server."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not route_added.is_set() and time.monotonic() < deadline and same_job():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(route_added.wait(), 0.5)
+        steps.mark_job_clock(await read_job_head(), submitted_at)
+        total = steps.seconds.get("proxy route added") or steps.seconds.get("HTTP answered", 0.0)
+        log.info("Spawn %s: ready in %.3f s: %s", name, total, steps.line())
+        steps.observe()
+    except Exception as e:  # noqa: BLE001
+        log.info("Spawn %s: no step times: %s", name, e)

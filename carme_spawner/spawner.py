@@ -12,7 +12,6 @@ SLURM's commands and formats live in `carme_slurm`, words for humans in `progres
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from dataclasses import replace
@@ -69,7 +68,12 @@ from .options import (
     parse_options,
 )
 from .settings import CarmeSpawnerSettings
-from .spawn_steps import SpawnSteps
+from .spawn_steps import SpawnSteps, log_steps_once_routed
+
+
+#: a hung start fails this many seconds before the hub's start_timeout, so its words (and the job's log
+#: tail) reach the user instead of the hub's bare "failed to start in N seconds"
+START_TIMEOUT_MARGIN = 3.0
 
 
 class SpawnFailed(web.HTTPError):
@@ -87,6 +91,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     """Start a user's server as a SLURM job running `apptainer exec ... jupyterhub-singleuser`.
 
     Its settings (section `CarmeSpawner:`) are those of `CarmeSpawnerSettings`."""
+
+    _start_began = 0.0  # time.monotonic() when start() began: a hung start fails before start_timeout
 
     @default("poll_interval")
     def _poll_interval_default(self):
@@ -459,16 +465,24 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         return job_id
 
     async def follow(self) -> tuple[str, int]:
-        """follow: until the job runs, has reported its port and its server answers HTTP."""
+        """Until the job runs, has reported its port and answers HTTP. A hung start fails just before the hub's
+        start_timeout with the job's log tail (the hub's own timeout says nothing); the hub's stop cancels the job."""
         follower = self.follower(self.job_id)
+        began = self._start_began or time.monotonic()
+        budget = self.start_timeout - (time.monotonic() - began) - START_TIMEOUT_MARGIN
         try:
-            job = await follower.until_running_with_port(self._port_reported)
-            ip = await self.view.node_address(job.batch_host or job.nodes)
-            self._emit(f"JupyterLab reported port {self._reported_port} on {job.batch_host}; waiting for it to answer.", 80)
-            url = f"http://{ip}:{self._reported_port}{self.server.base_url if self.server else '/'}api"
-            await follower.until_http(url, self.http_timeout)
+            async with asyncio.timeout(max(1.0, budget)):
+                job = await follower.until_running_with_port(self._port_reported)
+                ip = await self.view.node_address(job.batch_host or job.nodes)
+                self._emit(f"JupyterLab reported port {self._reported_port} on {job.batch_host}; waiting for it to "
+                           "answer.", 80)
+                url = f"http://{ip}:{self._reported_port}{self.server.base_url if self.server else '/'}api"
+                await follower.until_http(url, self.http_timeout)
         except JobEnded as e:
             raise SpawnFailed(str(e)) from None
+        except TimeoutError:
+            port = self._reported_port if self._port_reported.is_set() else None
+            raise SpawnFailed(await follower.hung_start_text(self.start_timeout, port)) from None
         self.steps.mark("HTTP answered")
         self._emit(f"JupyterLab answers, {self.steps.seconds['HTTP answered']:.1f} s after the request; "
                    "the hub adds its route.", 90)
@@ -484,6 +498,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
 
     # ---- lifecycle --------------------------------------------------------------------------------
     async def start(self):
+        self._start_began = time.monotonic()
         self._events, self._events_done = [], False
         self._port_reported = asyncio.Event()
         self.last_failure = ""
@@ -516,27 +531,12 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
             self.job_id = await self.submit(script, prepared, env)
         self.ip, self.port = await self.follow()
         self.log.info("Server %s: job %s serves at %s:%s", self._log_name, self.job_id, self.ip, self.port)
-        self._timing = asyncio.ensure_future(self._log_steps(self.steps, self.job_id))
+        job_id = self.job_id
+        self._timing = asyncio.ensure_future(log_steps_once_routed(
+            self.steps, self._route_added, lambda: self.job_id == job_id, self.http_timeout,
+            lambda: self.follower(job_id).log_head(self.view.job(job_id).job), self.submitted_at, self.log,
+            self._log_name))
         return self.ip, self.port
-
-    async def _log_steps(self, steps: SpawnSteps, job_id: str) -> None:
-        """Once the hub has routed the server: the spawn's step times in one log line and the
-        histogram (off the spawn's path: the job's output is read only now)."""
-        try:
-            await self._wait_and_log_steps(steps, job_id)
-        except Exception as e:  # timing is a report: it must never disturb the server
-            self.log.info("Spawn %s: no step times: %s", self._log_name, e)
-
-    async def _wait_and_log_steps(self, steps: SpawnSteps, job_id: str) -> None:
-        deadline = time.monotonic() + self.http_timeout
-        while not self._route_added.is_set() and time.monotonic() < deadline and self.job_id == job_id:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._route_added.wait(), 0.5)
-        job = self.view.job(job_id).job
-        steps.mark_job_clock(await self.follower(job_id).log_head(job), self.submitted_at)
-        total = steps.seconds.get("proxy route added") or steps.seconds.get("HTTP answered", 0.0)
-        self.log.info("Spawn %s: ready in %.3f s: %s", self._log_name, total, steps.line())
-        steps.observe()
 
     def _cancel_late_submission(self, submission: asyncio.Future) -> None:
         if submission.cancelled() or submission.exception() is not None:

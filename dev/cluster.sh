@@ -21,10 +21,15 @@ NODE_PORTS=(6818 6819)
 # and 4 MIG-like slices 1g.10gb; each GPU is its own character device nvidia<i> (i counts across types,
 # so a job's CUDA_VISIBLE_DEVICES names the devices of the types it got)
 NODE_GPUS=("a100:4" "a100:2 1g.10gb:4")
-CPUS_PER_NODE=8
-MEM_PER_NODE_MB=8192
+# declared, not real (SlurmdParameters=config_overrides): enough for the scale tests' 200 tiny servers
+# (a CPU-only server takes min_cpus 1 and min_memory_mb 1024 of carme.example.yaml)
+CPUS_PER_NODE=128
+MEM_PER_NODE_MB=262144
 # name uid: the same numbers the test LDAP directory (dev/ldap.sh) uses (uidNumber), as sssd/nslcd would
 TEST_USERS=("alice 10001" "bob 10002" "carol 10003" "dave 10004" "erin 10005" "admin 10010")
+# the scale tests' and benchmarks' users load01..load50 (uid 10101..10150; unix accounts and SLURM
+# associations only, no LDAP entry: their hubs use the dummy authenticator)
+LOAD_USERS=50
 DBD_PORT=6830     # slurmdbd (6817 slurmctld, 6818/6819 the slurmds)
 MARIADB_PORT=3307 # the dev cluster's own MariaDB, on 127.0.0.1 only
 ACCOUNT=carme-dev # the SLURM account every test user (and root) is associated with
@@ -59,6 +64,12 @@ make_users() {
             useradd -m -u "$uid" -g carme-users -s /bin/bash "$name"
             log "created unix user $name ($uid)"
         fi
+        chmod 0750 "/home/$name"
+    done
+    local i
+    for ((i = 1; i <= LOAD_USERS; i++)); do
+        name=$(printf 'load%02d' "$i")
+        getent passwd "$name" >/dev/null || useradd -m -u $((10100 + i)) -g carme-users -s /bin/bash "$name"
         chmod 0750 "/home/$name"
     done
 }
@@ -267,11 +278,16 @@ make_associations() {
         read -r name _ <<<"$entry"
         users+=("$name")
     done
+    local i missing=() have
+    for ((i = 1; i <= LOAD_USERS; i++)); do users+=("$(printf 'load%02d' "$i")"); done
+    have=$(sacctmgr -n -P list assoc account="$ACCOUNT" format=user)
     for name in "${users[@]}"; do
-        sacctmgr -n -P list assoc user="$name" account="$ACCOUNT" format=user | grep -qx "$name" \
-            || sacctmgr -i add user "$name" account="$ACCOUNT" cluster=carme-dev >/dev/null
+        grep -qx "$name" <<<"$have" || missing+=("$name")
     done
-    log "accounting: cluster carme-dev, account $ACCOUNT, associations for ${users[*]}"
+    if [ ${#missing[@]} -gt 0 ]; then
+        sacctmgr -i add user "$(IFS=,; echo "${missing[*]}")" account="$ACCOUNT" cluster=carme-dev >/dev/null
+    fi
+    log "accounting: cluster carme-dev, account $ACCOUNT, associations for ${TEST_USERS[*]%% *} root and load01..load$(printf '%02d' "$LOAD_USERS")"
 }
 
 # the node scripts of jobs' scratch, from the demo's settings (the tests use the same paths); the dirs

@@ -69,6 +69,7 @@ def test_example_script():
             "#SBATCH --time=01:00:00",
             "#SBATCH --nodes=1",
             "#SBATCH --ntasks=1",
+            "#SBATCH --no-requeue",
             "#SBATCH --cpus-per-task=4",
             "#SBATCH --mem=16000M",
             "#SBATCH --gres=gpu:1",
@@ -153,7 +154,7 @@ def test_reservation_line_only_when_set(reservation):
 def test_directives_follow_the_request(options, expected):
     directives = sbatch_directives(request(**options), SITE)
     assert set(expected) <= set(directives)
-    assert {"--nodes=1", "--ntasks=1"} <= set(directives)
+    assert {"--nodes=1", "--ntasks=1", "--no-requeue"} <= set(directives)
 
 
 def test_export_names_only_and_none_when_empty():
