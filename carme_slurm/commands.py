@@ -25,6 +25,7 @@ from .accounting import (
 from .jobs import SlurmJob, parse_sbatch_output, parse_squeue_json, valid_job_id
 from .nodes import SlurmNode, parse_sinfo_json
 from .reservations import SlurmReservation, parse_reservations_text
+from .versions import parse_version
 
 
 class SlurmCommandError(RuntimeError):
@@ -68,8 +69,8 @@ async def run_command(
     return (err if output == "stderr" else out).decode(errors="replace")
 
 
-async def _parsed(argv: list[str], parse, timeout: float):
-    out = await run_command(argv, timeout=timeout)
+async def _parsed(argv: list[str], parse, timeout: float, extra_env: dict[str, str] | None = None):
+    out = await run_command(argv, timeout=timeout, env={**os.environ, **extra_env} if extra_env else None)
     try:
         # in a worker thread: a big site's sacct or squeue output takes seconds to parse, and the
         # hub's event loop (every user's page and API call) must not wait for it
@@ -81,14 +82,23 @@ async def _parsed(argv: list[str], parse, timeout: float):
 # ---- queries (the hub's view only) ---------------------------------------------------------------
 
 
-async def squeue_all(timeout: float = 30) -> list[SlurmJob]:
-    """Every job slurmctld knows (one call, all users)."""
-    return await _parsed(["squeue", "--all", "--json"], parse_squeue_json, timeout)
+async def squeue_all(timeout: float = 30, extra_env: dict[str, str] | None = None) -> list[SlurmJob]:
+    """Every job slurmctld knows (one call, all users); `extra_env`: `versions.query_env`'s."""
+    return await _parsed(["squeue", "--all", "--json"], parse_squeue_json, timeout, extra_env)
 
 
-async def sinfo_nodes(timeout: float = 30) -> list[SlurmNode]:
+async def sinfo_nodes(timeout: float = 30, extra_env: dict[str, str] | None = None) -> list[SlurmNode]:
     """Every node with its state, address, CPUs, memory and GPUs (total and allocated, per type)."""
-    return await _parsed(["sinfo", "--json"], parse_sinfo_json, timeout)
+    return await _parsed(["sinfo", "--json"], parse_sinfo_json, timeout, extra_env)
+
+
+async def slurm_version(timeout: float = 10) -> tuple[int, int, int]:
+    """The SLURM release of the client commands (`sbatch --version`: no call to slurmctld)."""
+    out = await run_command(["sbatch", "--version"], timeout=timeout)
+    try:
+        return parse_version(out)
+    except ValueError as e:
+        raise SlurmCommandError(["sbatch", "--version"], str(e)) from e
 
 
 async def show_reservations(timeout: float = 30) -> list[SlurmReservation]:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import commands
+from . import commands, versions
 from .accounting import AccountedJob, AssociationUsage
 from .jobs import SlurmJob, parse_job_comment
 from .gpu_inventory import WHOLE_CLUSTER, gpu_inventory
@@ -76,12 +76,14 @@ class SlurmView(LoggingConfigurable):
         super().__init__(**kwargs)
         timeout = self.command_timeout
         common = {"stale_warning_after": self.stale_warning_after, "log": self.log}
+        self.slurm_version: tuple[int, int, int] | None = None  # sbatch --version, read once
+        self._version_read = False
         self.jobs: Reflector[SlurmJob] = Reflector(
-            lambda: commands.squeue_all(timeout), lambda j: j.job_id, self.job_interval, "squeue",
+            self._squeue_all, lambda j: j.job_id, self.job_interval, "squeue",
             group=lambda j: j.user, **common
         )
         self.nodes: Reflector[SlurmNode] = Reflector(
-            lambda: commands.sinfo_nodes(timeout), lambda n: n.name, self.node_interval, "sinfo", **common
+            self._sinfo_nodes, lambda n: n.name, self.node_interval, "sinfo", **common
         )
         self.reservations: Reflector[SlurmReservation] = Reflector(
             lambda: commands.show_reservations(timeout), lambda r: r.name, self.reservation_interval,
@@ -95,6 +97,25 @@ class SlurmView(LoggingConfigurable):
             lambda j: j.job_id,
             self.accounting_interval or 60, "sacct", group=lambda j: j.user, **common
         )
+
+    # ---- the JSON queries, with what the SLURM release offers (carme_slurm.versions) ---------------
+
+    async def query_env(self) -> dict[str, str]:
+        if not self._version_read:  # once: the release does not change under a running hub
+            self._version_read = True
+            try:
+                self.slurm_version = await commands.slurm_version(self.command_timeout)
+                self.log.info("SLURM %s; the view's JSON queries add %s", versions.version_words(self.slurm_version),
+                              versions.query_env(self.slurm_version) or "nothing")
+            except commands.SlurmCommandError as e:
+                self.log.warning("SLURM's release is not known (%s): the view's queries use no newer option", e)
+        return versions.query_env(self.slurm_version)
+
+    async def _squeue_all(self) -> list[SlurmJob]:
+        return await commands.squeue_all(self.command_timeout, await self.query_env())
+
+    async def _sinfo_nodes(self) -> list[SlurmNode]:
+        return await commands.sinfo_nodes(self.command_timeout, await self.query_env())
 
     # ---- the shared instance -------------------------------------------------------------------
 
