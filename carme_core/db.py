@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
 def sqlite_write_ahead(db_url: str) -> bool:
@@ -78,6 +78,15 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def declarative_base(name: str, extra_types: dict | None = None) -> type[DeclarativeBase]:
+    """A service store's declarative base: its own MetaData with Carme's constraint names, UTC datetimes
+    and String(255) for `str` (plus `extra_types`, e.g. {float: sa.Double()}). One per store, so each
+    service's tables, migrations and Alembic comparisons stay its own."""
+    annotations = {datetime: UTCDateTime(), str: sa.String(255), **(extra_types or {})}
+    return type(name, (DeclarativeBase,), {"__module__": __name__, "type_annotation_map": annotations,
+                                            "metadata": sa.MetaData(naming_convention=NAMING_CONVENTION)})
 
 
 def version_table(service: str) -> str:

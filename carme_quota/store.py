@@ -28,9 +28,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from carme_core.db import NAMING_CONVENTION, ServiceDatabase, UTCDateTime
+from carme_core.db import ServiceDatabase, declarative_base
 
 from .disk import DiskUse
 from .limits import LIMIT_FIELDS, LimitError, Limits, ProjectTemplate, check_limit
@@ -60,9 +60,7 @@ def database(url: str) -> ServiceDatabase:
 
 # --- the tables ----------------------------------------------------------------------------------
 
-class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), str: sa.String(255), float: sa.Double()}
+Base = declarative_base("QuotaBase", {float: sa.Double()})
 
 
 def _project_fk() -> Any:

@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from carme_core.db import NAMING_CONVENTION, ServiceDatabase, UTCDateTime, now_utc
+from carme_core.db import ServiceDatabase, declarative_base, now_utc
 
 SERVICE = "carme-cockpit"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -26,9 +26,7 @@ def database(url: str) -> ServiceDatabase:
     return ServiceDatabase(url, SERVICE, MIGRATIONS)
 
 
-class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), str: sa.String(255)}
+Base = declarative_base("CockpitBase")
 
 
 class ActionRow(Base):

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from carme_core.db import NAMING_CONVENTION, ServiceDatabase, UTCDateTime, now_utc
+from carme_core.db import ServiceDatabase, declarative_base, now_utc
 
 from .history import Choice
 
@@ -32,9 +32,7 @@ def database(url: str) -> ServiceDatabase:
     return ServiceDatabase(url, SERVICE, MIGRATIONS)
 
 
-class Base(DeclarativeBase):
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), str: sa.String(255)}
+Base = declarative_base("SessionsBase")
 
 
 class ChoiceRow(Base):
