@@ -96,6 +96,8 @@ class CockpitService(CarmeService):
             raise SystemExit(f"{NAME}: db_url is not set (carme: cockpit: db_url: in the settings file)")
         self._overview: tuple[float, dict] | None = None
         self._overview_lock = asyncio.Lock()
+        self._gpu_use: dict[str | None, tuple[float, dict]] = {}  # by job (None: all), kept cache_seconds
+        self._roles: tuple[float, dict[str, str]] | None = None
 
     @cached_property
     def store(self) -> CockpitStore:
@@ -175,7 +177,11 @@ class CockpitService(CarmeService):
 
     async def gpu_use(self, job_id: str | None = None) -> dict:
         """The culler's samples (one job's, or every job's of the last utilisation_hours) and its idle
-        GPU-hours: {"culler": answered?, "jobs": [...], "idle": {...} | None}."""
+        GPU-hours: {"culler": enabled?, "answered": ..., "jobs": [...], "idle": {...} | None}, kept
+        cache_seconds like the overview (page views within that share one read of the culler)."""
+        cached = self._gpu_use.get(job_id)
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+            return cached[1]
         if job_id is None:
             samples, idle = await asyncio.gather(
                 self.culler("samples", since=int(time.time() - self.utilisation_hours * 3600)), self.culler("idle"))
@@ -183,12 +189,16 @@ class CockpitService(CarmeService):
         else:
             one, idle = await asyncio.gather(self.culler(f"samples/{job_id}"), self.culler("idle"))
             jobs, samples = ([one] if one else []), one
-        return {"culler": bool(self.culler_url), "answered": samples is not None and idle is not None,
+        data = {"culler": bool(self.culler_url), "answered": samples is not None and idle is not None,
                 "jobs": jobs, "idle": idle}
+        if len(self._gpu_use) > 256:  # job pages of many jobs: forget the old ones
+            self._gpu_use.clear()
+        self._gpu_use[job_id] = (time.monotonic(), data)
+        return data
 
     async def user_roles(self) -> dict[str, str]:
         """{hub user: Carme role} (the history's GPU-hours by role), read at most once per history_cache_seconds."""
-        cached = getattr(self, "_roles", None)
+        cached = self._roles
         if cached is not None and time.monotonic() - cached[0] < self.history_cache_seconds:
             return cached[1]
         try:
