@@ -92,14 +92,21 @@ def wait_settled(hub, users: list[str], timeout: float) -> dict[str, dict]:
     return models
 
 
-def prefixed_jobs() -> dict[str, str]:
-    """{job id: state} of this module's jobs in squeue."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T"], capture_output=True, text=True, check=True).stdout
-    return {i: s for i, j, s in (line.split("|") for line in out.splitlines()) if j.startswith(PREFIX)}
+def prefixed_jobs(users: list[str]) -> dict[str, str]:
+    """{job id: state} of this module's jobs of `users` in squeue."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%u"], capture_output=True, text=True, check=True).stdout
+    return {i: s for i, j, s, u in (line.split("|") for line in out.splitlines()) if j.startswith(PREFIX) and u in users}
+
+
+def stop_servers(hub, users: list[str]) -> None:
+    for user in users:
+        hub.session.delete(hub.server_url(user), timeout=30)
+    assert wait_until(lambda: not prefixed_jobs(users), 90), prefixed_jobs(users)
 
 
 def submitted_since(t0: float) -> list[str]:
-    """This module's job ids sacct has, submitted since `t0` (epoch s)."""
+    """This module's job ids sacct has, submitted since `t0` (epoch s). slurmdbd learns of a job a
+    moment after squeue shows it: wait for what squeue showed before comparing."""
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0))
     out = subprocess.run(["sacct", "-a", "-X", "-n", "-P", "-S", start, "-o", "JobID,JobName,Submit"],
                          capture_output=True, text=True, check=True).stdout
@@ -120,14 +127,22 @@ def spawn_words(hub, user: str) -> str:
 def test_a_hub_restart_keeps_20_servers_their_jobs_and_submits_nothing(hub, hub_db):
     _url, schema, engine = hub_db
     t0 = time.time()
-    start_all(hub, FIRST)
-    models = wait_settled(hub, FIRST, 240)
+    try:
+        restart_with_20_servers(hub, FIRST, t0, schema, engine)
+    finally:
+        stop_servers(hub, FIRST)  # make room for the storm, whatever happened
+
+
+def restart_with_20_servers(hub, users: list[str], t0: float, schema: str, engine) -> None:
+    start_all(hub, users)
+    models = wait_settled(hub, users, 240)
     assert all(m.get("ready") for m in models.values()), {u: m for u, m in models.items() if not m.get("ready")}
     jobs = {u: str(m["state"]["job_id"]) for u, m in models.items()}
-    assert len(set(jobs.values())) == 20 and set(jobs.values()) == set(prefixed_jobs()), (jobs, prefixed_jobs())
-    tokens = {u: hub.user_token(u) for u in FIRST}
+    assert len(set(jobs.values())) == 20 and set(jobs.values()) == set(prefixed_jobs(users)), \
+        (jobs, prefixed_jobs(users))
+    tokens = {u: hub.user_token(u) for u in users}
+    assert wait_until(lambda: sorted(submitted_since(t0)) == sorted(jobs.values()), 60), submitted_since(t0)
     before = submitted_since(t0)
-    assert sorted(before) == sorted(jobs.values())
     # the hub's own database is PostgreSQL: its servers are rows there
     with engine.connect() as connection:
         rows = connection.execute(sa.text(f'SELECT count(*) FROM "{schema}".spawners WHERE server_id IS NOT NULL'))
@@ -135,18 +150,15 @@ def test_a_hub_restart_keeps_20_servers_their_jobs_and_submits_nothing(hub, hub_
 
     hub.restart()
 
-    models = wait_settled(hub, FIRST, 120)
+    models = wait_settled(hub, users, 120)
     assert all(m.get("ready") for m in models.values()), {u: m for u, m in models.items() if not m.get("ready")}
     assert {u: str(m["state"]["job_id"]) for u, m in models.items()} == jobs  # the same jobs
-    unreachable = [u for u in FIRST if not reachable(hub, u, tokens[u])]
+    unreachable = [u for u in users if not reachable(hub, u, tokens[u])]
     assert not unreachable, (unreachable, hub.log_tail())
-    assert set(prefixed_jobs()) == set(jobs.values())  # none orphaned, none lost
+    assert set(prefixed_jobs(users)) == set(jobs.values())  # none orphaned, none lost
+    time.sleep(3)  # a submission the restart had caused would reach slurmdbd within this
     assert sorted(submitted_since(t0)) == sorted(before)  # nothing was submitted again
-    assert all(s == "RUNNING" for s in prefixed_jobs().values())
-
-    for user in FIRST:  # make room for the storm
-        hub.session.delete(hub.server_url(user), timeout=30)
-    assert wait_until(lambda: not set(jobs.values()) & set(prefixed_jobs()), 90), prefixed_jobs()
+    assert all(s == "RUNNING" for s in prefixed_jobs(users).values())
 
 
 def slurmctld_pid() -> int | None:
@@ -181,14 +193,14 @@ def test_slurmctld_restarting_during_a_20_user_storm_leaves_every_job_a_server_a
     def consistent():  # failed spawns' jobs are cancelled: then jobs and servers match one to one
         models = users_models(hub, STORM)
         servers = {str(m["state"]["job_id"]) for m in models.values() if m.get("ready")}
-        return servers == set(prefixed_jobs()) or (servers, prefixed_jobs())
-    assert wait_until(lambda: consistent() is True, 90), consistent()
-    assert all(s == "RUNNING" for s in prefixed_jobs().values()), prefixed_jobs()
-    for user in ready:
-        assert reachable(hub, user, hub.user_token(user)), user
-    for user in STORM:
-        hub.session.delete(hub.server_url(user), timeout=30)
-    assert wait_until(lambda: not prefixed_jobs(), 90), prefixed_jobs()
+        return servers == set(prefixed_jobs(STORM)) or (servers, prefixed_jobs(STORM))
+    try:
+        assert wait_until(lambda: consistent() is True, 90), consistent()
+        assert all(s == "RUNNING" for s in prefixed_jobs(STORM).values()), prefixed_jobs(STORM)
+        for user in ready:
+            assert reachable(hub, user, hub.user_token(user)), user
+    finally:
+        stop_servers(hub, STORM)
 
 
 def slurmd_pid(node: str) -> int:
@@ -219,13 +231,12 @@ def test_a_node_whose_slurmd_dies_ends_its_servers_with_node_failure_in_plain_wo
             state, end = subprocess.run(["sacct", "-X", "-n", "-P", "-j", jobs[user], "-o", "State,End"],
                                         capture_output=True, text=True, check=True).stdout.split()[0].split("|")
             assert state == "NODE_FAIL" and end not in ("", "Unknown"), (state, end)  # usage is closed
-        assert not set(jobs[u] for u in victims) & set(prefixed_jobs())  # not requeued (--no-requeue)
+        assert not set(jobs[u] for u in victims) & set(prefixed_jobs(victims))  # not requeued (--no-requeue)
         alive = users_models(hub, survivors)  # the other node's servers are untouched
         assert all(m.get("ready") for m in alive.values()), alive
     finally:
         cluster_up()  # slurmd again; wait_idle resumes the node (ReturnToService=2)
-    for user in NODE:
-        hub.session.delete(hub.server_url(user), timeout=30)
+        stop_servers(hub, NODE)
 
 
 def test_a_start_that_hangs_fails_at_start_timeout_with_the_log_tail_and_its_job_cancelled(cluster):
