@@ -71,9 +71,7 @@ from .settings import CarmeSpawnerSettings
 from .spawn_steps import SpawnSteps, log_steps_once_routed
 
 
-#: a hung start fails this many seconds before the hub's start_timeout, so its words (and the job's log
-#: tail) reach the user instead of the hub's bare "failed to start in N seconds"
-START_TIMEOUT_MARGIN = 3.0
+START_TIMEOUT_MARGIN = 3.0  # a hung start fails this early, its words before the hub's bare timeout
 
 
 class SpawnFailed(web.HTTPError):
@@ -110,7 +108,8 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
     # ---- per-instance state -------------------------------------------------------------------
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.submitted_at = 0.0  # time.time() of our sbatch; 0 for a job from before a hub restart
+        self.submitted_at = self.accepted_at = 0.0  # sbatch began / returned (a snapshot begun after that must
+        # list the job: only then is its absence evidence); 0 for a job from before a hub restart
         self.spawn_request: SpawnRequest | None = None
         self.last_failure = ""
         self._prepared: PreparedSpawn | None = None
@@ -444,6 +443,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         try:
             # shielded: a spawn cancelled mid-submission must still learn (and cancel) its job
             job_id = await asyncio.shield(submission)
+            self.accepted_at = time.time()
         except asyncio.CancelledError:
             submission.add_done_callback(self._cancel_late_submission)
             raise
@@ -493,7 +493,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
 
     def follower(self, job_id: str) -> JobFollower:
         account_name = self._prepared.account.username if self._prepared else self.user.name
-        return JobFollower(self.view, job_id, self.submitted_at, self._emit, self.user_prefix(account_name),
+        return JobFollower(self.view, job_id, self.accepted_at, self._emit, self.user_prefix(account_name),
                            self.log, self.log_tail_lines, on_running=lambda: self.steps.mark("running in SLURM"))
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -566,7 +566,7 @@ class CarmeSpawner(SlurmSpawner, CarmeSpawnerSettings):
         jobview = view.job(self.job_id)
         if jobview.job is not None and not jobview.job.is_terminal:
             return None
-        if jobview.job is None and not jobview.known_gone(self.submitted_at):
+        if jobview.job is None and not jobview.known_gone(self.accepted_at):
             return None  # SLURM has not answered since: doubt is not evidence
         self.last_failure = progress.describe_end(jobview.job, self.job_id)
         self.log.warning("Server %s stopped: %s", self._log_name, self.last_failure)
