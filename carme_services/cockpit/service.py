@@ -17,18 +17,16 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from urllib.parse import urlencode
-
 from jupyterhub.utils import url_path_join
 from prometheus_client import Counter
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError
 from traitlets import Float, Integer, List, TraitError, Unicode, validate
 
 from carme_core.roles import role_of_model
 from carme_slurm import SlurmCommandError
 from carme_slurm.commands import command_env, run_command
 
-from ..base import CarmeService
+from ..base import CarmeService, HubClient
 from ..sessions.cards import server_path, servers_of
 from ..wiring import ServiceSettings, admins_role, checked_settings, own_role, service_spec
 from .accounting import SacctReader, remembered_choices, run_sacct
@@ -160,12 +158,9 @@ class CockpitService(CarmeService):
         if not self.culler_url:
             return None
         base = os.environ.get("JUPYTERHUB_BASE_URL", "/")
-        url = f"{self.culler_url.rstrip('/')}{url_path_join(base, 'services', CULLER, 'api', path)}"
-        try:
-            response = await AsyncHTTPClient().fetch(HTTPRequest(
-                url + (f"?{urlencode(query)}" if query else ""), request_timeout=self.culler_timeout,
-                headers={"Authorization": f"token {self.hub_client().token}", "Accept": "application/json"}))
-            return json.loads(response.body)
+        api = f"{self.culler_url.rstrip('/')}{url_path_join(base, 'services', CULLER, 'api')}"
+        try:  # the same client as the hub's API, with the cockpit's own token
+            return await HubClient(api, self.hub_client().token, self.culler_timeout).get(path, **query)
         except HTTPClientError as e:
             if e.code == 404:  # e.g. samples of a job the culler does not watch: an answer, with nothing in it
                 return {}

@@ -95,8 +95,7 @@ class SamplesHandler(CullerHandler):
         if not found or not self.may_read(found[0][0][0]):
             raise web.HTTPError(404, f"job {job_id}: no samples you may read")
         (user, server, _), watch = found[0]
-        self.write_json({"job_id": job_id, "user": user, "server": server,
-                         "samples": [{"at": t, "utilization": u, "memory_mib": m} for t, u, m in watch.samples]})
+        self.write_json({"job_id": job_id, "user": user, "server": server, "samples": samples_json(watch)})
 
 
 class AllSamplesHandler(CullerHandler):
@@ -108,8 +107,7 @@ class AllSamplesHandler(CullerHandler):
         except ValueError:
             raise web.HTTPError(400, "since: must be a time in epoch seconds") from None
         self.write_json({"jobs": [
-            {"job_id": job_id, "user": user, "server": server,
-             "samples": [{"at": t, "utilization": u, "memory_mib": m} for t, u, m in watch.samples if t >= since]}
+            {"job_id": job_id, "user": user, "server": server, "samples": samples_json(watch, since)}
             for (user, server, job_id), watch in sorted(self.service.watches.items(), key=lambda kv: kv[0][2])]})
 
 
@@ -146,6 +144,11 @@ class CullerPage(CullerHandler):
                 raise
             return self.get(e.log_message, "danger")
         return self.get(f"{server or 'default server'}: kept running ({answer['keep_running_left']} more allowed).")
+
+
+def samples_json(watch, since: float = 0.0) -> list[dict]:
+    """A job's kept samples taken at or after `since`, as the API gives them."""
+    return [{"at": t, "utilization": u, "memory_mib": m} for t, u, m in watch.samples if t >= since]
 
 
 def handlers() -> list[tuple[str, type, dict]]:

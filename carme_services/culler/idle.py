@@ -109,9 +109,12 @@ class IdleTally:
             upto = min(end, hour + 3600)
             self.hours.setdefault(hour, [0.0, 0.0])[0 if idle else 1] += gpu_count * (upto - t)
             t = upto
-        if len(self.hours) > self.keep_hours:
-            for hour in sorted(self.hours)[:len(self.hours) - self.keep_hours]:
-                del self.hours[hour]
+        self.trim()
+
+    def trim(self) -> None:
+        """Keep the newest `keep_hours` hours."""
+        for hour in sorted(self.hours)[:max(0, len(self.hours) - self.keep_hours)]:
+            del self.hours[hour]
 
     def rows(self) -> list[dict]:
         return [{"start": h, "idle_gpu_hours": round(v[0] / 3600, 4), "busy_gpu_hours": round(v[1] / 3600, 4)}
@@ -132,7 +135,7 @@ class IdleTally:
                     continue
                 if hour % 3600 == 0 and idle >= 0 and busy >= 0:
                     tally.hours[hour] = [idle, busy]
-            tally.add(0, 0, 0, True)  # trims to keep_hours
+            tally.trim()
         return tally
 
 
