@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -50,6 +52,7 @@ from benchmarks.scale_hubs import (  # noqa: E402
     LOAD_USERS, OPTIONS, JobJanitor, ScaleBaselineHub, ScaleCarmeHub, Sdiag, check_wrapper, ensure_users, message_of,
     new_session, percentile, progress, ratio, run_variants, stop_all,
 )
+from benchmarks.spawn_latency import step_medians  # noqa: E402
 from tests.integration.hub import REPO  # noqa: E402
 
 CARME_PREFIX, BASELINE_JOB = "carme-bench-storm-", "bench-bs-storm"
@@ -59,29 +62,28 @@ PROBE_LEAD_S = 3.0  # the probe runs this long before the storm: the hub's laten
 GOAL_P99_MS, GOAL_RPC_SHARE = 250.0, 0.2
 
 
-class ApiProbe(threading.Thread):
-    """GET /hub/api/users every `every` seconds: (start, seconds, ok) of each request."""
+class ApiProbe:
+    """GET /hub/api/users every `every` seconds from a process of its own (benchmarks/api_probe.py, so that
+    the storm's 50 client threads here do not hold its answers up): (start, seconds, ok) of each request."""
 
     def __init__(self, hub, every: float):
-        super().__init__(daemon=True)
         self.hub, self.every = hub, every
         self.samples: list[tuple[float, float, bool]] = []
-        self.halt = threading.Event()
+        self.proc: subprocess.Popen | None = None
 
-    def run(self) -> None:
-        session = new_session(self.hub)
-        try:
-            while not self.halt.is_set():
-                began = time.monotonic()
-                try:
-                    ok = session.get(f"{self.hub.api}/users", timeout=30).status_code == 200
-                except requests.RequestException:
-                    ok = False
-                took = time.monotonic() - began
-                self.samples.append((began, took, ok))
-                self.halt.wait(max(0.0, self.every - took))
-        finally:
-            session.close()
+    def start(self) -> None:
+        env = {**os.environ, "JUPYTERHUB_API_TOKEN": self.hub.token}
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "api_probe.py"), f"{self.hub.api}/users",
+                                      "--every", str(self.every)], stdout=subprocess.PIPE, text=True, env=env)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=40)
+        for line in out.splitlines():
+            began, took, ok = line.split()
+            self.samples.append((float(began), float(took), ok == "1"))
 
     def stats(self, start: float, end: float) -> dict:
         inside = [(t, ok) for began, t, ok in self.samples if start <= began < end]
@@ -89,6 +91,28 @@ class ApiProbe(threading.Thread):
         return {"requests": len(inside), "errors": sum(1 for _, ok in inside if not ok),
                 "p50_ms": round(percentile(ms, 50), 1), "p99_ms": round(percentile(ms, 99), 1),
                 "max_ms": round(max(ms), 1) if ms else None}
+
+
+class HubProfiler:
+    """py-spy sampling the hub's process during the storm (--profile): what its event loop spent the storm on.
+    Writes <dir>/spawn_storm-<variant>.speedscope.json (speedscope.app)."""
+
+    def __init__(self, out_dir: str, variant: str, pid: int):
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not os.access(spy, os.X_OK):
+            raise SystemExit("--profile needs py-spy: pip install py-spy")
+        self.out = Path(out_dir) / f"spawn_storm-{variant.split()[0].lower()}"
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        # --nonblocking: the hub is never paused (a paused hub would answer the probe late)
+        # --idle and speedscope: the samples in order, waiting ones too, so a stall of the loop shows as a run
+        self.raw = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--idle",
+                                     "--format", "speedscope", "-o", f"{self.out}.speedscope.json"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        self.raw.send_signal(signal.SIGINT)
+        self.raw.wait(60)
+        progress(f"profile: {self.out}.speedscope.json (py-spy's samples in order: speedscope.app shows them)")
 
 
 def told_why(message: str) -> bool:
@@ -162,14 +186,16 @@ def run_variant(name: str, hub, users: tuple[str, ...], args, janitor: JobJanito
         time.sleep(PROBE_LEAD_S)
         sdiag = Sdiag()
         sdiag.reset()
+        profiler = HubProfiler(args.profile, name, hub.proc.pid) if args.profile and name == "Carme" else None
         t0 = time.monotonic()
         pool = ThreadPoolExecutor(len(users))
         outcomes = list(pool.map(lambda u: spawn_one(hub, u, t0, args.timeout, abort), users))
         pool.shutdown()
         done = time.monotonic()
         counts = sdiag.read()
-        probe.halt.set()
-        probe.join(35)
+        probe.stop()
+        if profiler:
+            profiler.stop()
         janitor.note()
         ready = sorted(o["seconds"] for o in outcomes if o["outcome"] == "ready")
         kinds = {k: sum(1 for o in outcomes if o["outcome"] == k) for k in ("ready", "refused", "failed", "unclear")}
@@ -181,18 +207,25 @@ def run_variant(name: str, hub, users: tuple[str, ...], args, janitor: JobJanito
                   "last_outcome_s": round(done - t0, 2),
                   "api_during": probe.stats(t0, done), "api_before": probe.stats(t0 - PROBE_LEAD_S, t0),
                   "rpcs": counts.summary(), "ready_s": ready,
+                  "carme_steps_median_s": step_medians(hub) if name == "Carme" else None,
+                  "api_timeline": [[round(b - t0, 2), round(t * 1000, 1)] for b, t, _ in probe.samples if b >= t0 - 1],
                   "not_ready": [o for o in outcomes if o["outcome"] != "ready"]}
         api = result["api_during"]
         progress(f"{kinds}; ready median {result['ready_median_s']} s, all ready {result['all_ready_s']} s; "
                  f"API p50 {api['p50_ms']} ms p99 {api['p99_ms']} ms ({api['requests']} probes, {api['errors']} errors); "
                  f"{counts.queries} query RPCs")
+        if result["carme_steps_median_s"]:
+            progress("step medians (s after the request): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in result["carme_steps_median_s"].items()))
+        if args.profile:
+            shutil.copy(hub.log_path, Path(args.profile) / f"spawn_storm-{name.split()[0].lower()}-hub.log")
         for o in result["not_ready"][:5]:
             print(f"   {o['user']}: {o['outcome']} (HTTP {o['status']}) {o['message'][:200]}", flush=True)
         return result
     finally:
         abort.set()  # an interrupted storm's threads stop following their spawns
         if probe:
-            probe.halt.set()
+            probe.stop()
         if hub.proc and hub.proc.poll() is None:
             progress(f"stopping {len(users)} servers")
             try:
@@ -247,16 +280,25 @@ def main() -> int:
                         help="how batchspawner's servers report their port: the stand-in's own copy of "
                         "batchspawner-singleuser's report (default; as cheap as Carme's launcher) or the real "
                         "batchspawner-singleuser (~100 MB per server: at most ~100 servers on this host)")
+    parser.add_argument("--carme-setting", metavar="NAME=VALUE", action="append", default=[],
+                        help="a CARME__ setting for the Carme hub, e.g. CarmeSpawner__start_gate_dir= (repeatable)")
+    parser.add_argument("--profile", metavar="DIR", help="sample the Carme hub with py-spy during the storm into DIR")
     parser.add_argument("--quiet-window", type=float, default=10, help="seconds of sdiag with no hub first (0: skip)")
     args = parser.parse_args()
     if not 1 <= args.users <= len(LOAD_USERS):
         parser.error(f"--users must be 1..{len(LOAD_USERS)}")
     users = LOAD_USERS[: args.users]
     check_wrapper(args.batchspawner_wrapper)
+    carme_env = {}
+    for setting in args.carme_setting:
+        name, eq, value = setting.partition("=")
+        if not eq or not name:
+            parser.error(f"--carme-setting {setting!r}: must be NAME=VALUE")
+        carme_env[f"CARME__{name}"] = value
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run every finally: below
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     variants = [
-        ("Carme", lambda: ScaleCarmeHub(CARME_PORTS[0], CARME_PREFIX, CARME_PORTS[1])),
+        ("Carme", lambda: ScaleCarmeHub(CARME_PORTS[0], CARME_PREFIX, CARME_PORTS[1], extra_env=carme_env)),
         ("batchspawner (default)", lambda: ScaleBaselineHub(30, *BASELINE_PORTS, job_name=BASELINE_JOB, users=users,
                                                             wrapper=args.batchspawner_wrapper)),
     ]
@@ -281,6 +323,7 @@ def main() -> int:
                                "slurm": slurm, "users": len(users), "probe_every_s": args.probe_every,
                                "options": OPTIONS, "server": "tiny-singleuser STAND-IN",
                                "batchspawner_wrapper": args.batchspawner_wrapper, "quiet_check": quiet,
+                               "carme_settings": carme_env,
                                "results": results, "goals": checked, "run_s": round(took, 1)}, indent=2) + "\n")
     print(f"results: {out.relative_to(REPO)}")
     return 0

@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 
 import yaml
 
+from carme_hub.setting_types import check_type
 from carme_hub.tls import CarmeTLS, apply_tls
 
 SETTINGS_ENV = "CARME_SETTINGS"
@@ -42,7 +43,8 @@ def load_settings(default: str | None = None) -> dict:
             parts = key[len(OVERRIDE_PREFIX):].split("__")
             if len(parts) != 2 or not all(parts):
                 raise SystemExit(f"{key}: overrides are named CARME__<Class>__<setting>")
-            settings.setdefault(parts[0], {})[parts[1]] = yaml.safe_load(raw)
+            # an empty value is the empty string (CARME__CarmeSpawner__start_gate_dir= turns the gate off), not YAML's null
+            settings.setdefault(parts[0], {})[parts[1]] = yaml.safe_load(raw) if raw.strip() else ""
     settings["_source"] = path
     return settings
 
@@ -81,10 +83,11 @@ def apply_sections(c, settings: dict) -> None:
                              f"known: carme, {', '.join(sorted(classes))}")
         if not isinstance(values, dict):
             raise SystemExit(f"{settings['_source']}: section {section} must be a mapping of settings")
-        known = set(cls.class_trait_names(config=True))
+        traits = cls.class_traits(config=True)
         for name, value in values.items():
-            if name not in known:
+            if name not in traits:
                 raise SystemExit(f"{settings['_source']}: {section} has no setting {name!r} (see jupyterhub --help-all)")
+            check_type(traits[name], f"{settings['_source']}: {section}.{name}", value)
             c[section][name] = value
 
 

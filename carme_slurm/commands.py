@@ -54,19 +54,38 @@ async def run_command(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
+            start_new_session=True,  # its own process group: a time-out kills what it started too
         )
     except OSError as e:
         raise SlurmCommandError(argv, f"could not run: {e}") from e
     try:
         out, err = await asyncio.wait_for(proc.communicate(input.encode() if input is not None else None), timeout)
     except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
+        _kill_group(proc)
+        try:  # a child that escaped the group may hold the pipes: do not wait on it for long
+            await asyncio.wait_for(proc.wait(), 5)
+        except asyncio.TimeoutError:
+            pass
         raise SlurmCommandError(argv, f"timed out after {timeout:g} s") from None
+    except asyncio.CancelledError:  # whoever awaited us gave up: the command must not outlive them
+        _kill_group(proc)
+        raise
     if proc.returncode != 0:
         detail = err.decode(errors="replace").strip()[-2000:] or "(no error text)"
         raise SlurmCommandError(argv, f"exit {proc.returncode}: {detail}", proc.returncode)
     return (err if output == "stderr" else out).decode(errors="replace")
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the command and its process group (sudo's child, a shell's sleep): what we may kill."""
+    try:
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
 
 
 async def _parsed(argv: list[str], parse, timeout: float, extra_env: dict[str, str] | None = None):

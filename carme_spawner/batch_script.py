@@ -10,6 +10,7 @@ Environment variable values never enter the script, only their names.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -79,14 +80,7 @@ def render_batch_script(
 ) -> str:
     """The batch script for `request` on `site`, from the Jinja template `template_name`."""
     validate_job_site(site)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir or slurm_templates.TEMPLATE_DIR)),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["q"] = _quote
-    return env.get_template(template_name).render(
+    return _environment(str(template_dir or slurm_templates.TEMPLATE_DIR)).get_template(template_name).render(
         scratch_parts=site.scratch.node_dir_parts() if site.scratch else ("", ""),
         directives=_directives(request, site),
         command=[*site.launcher, *_container_command(request, site)],
@@ -94,6 +88,21 @@ def render_batch_script(
         request=request,
         site=site,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(template_dir: str) -> jinja2.Environment:
+    """One Jinja environment per template directory: it compiles each template once (and again when its file
+    changes: auto_reload), not once per spawn, which a login storm pays 50 times over on the hub's loop."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dir),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        auto_reload=True,
+    )
+    env.filters["q"] = _quote
+    return env
 
 
 def sbatch_directives(request: SpawnRequest, site: JobSite) -> list[str]:

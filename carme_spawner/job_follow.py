@@ -36,6 +36,7 @@ from . import progress
 #: of every spawn. With many spawns waiting at once the knocks thin out (PROBES_PER_SECOND in all).
 PORT_PROBE_SECONDS = 0.02
 PROBES_PER_SECOND = 250
+HUNG_TEXT_SECONDS = 2.5  # the most the log tail of a hung start may take: its words must beat the hub's bare timeout
 _waiting_for_http = 0
 
 
@@ -169,8 +170,10 @@ class JobFollower:
         tail = await self.log_tail(job)
         return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
 
-    async def hung_start_text(self, start_timeout: float, port: int | None) -> str:
-        """Why a start that hangs fails: where the job got to, and its log tail."""
+    async def hung_start_text(self, start_timeout: float, port: int | None,
+                              within: float = HUNG_TEXT_SECONDS) -> str:
+        """Why a start that hangs fails: where the job got to, and its log tail (read within `within` seconds, so
+        that these words reach the user before the hub's own start_timeout does)."""
         job = self.view.job(self.job_id).job
         if job is None or job.is_pending:
             what = "was still waiting in the queue"
@@ -179,25 +182,25 @@ class JobFollower:
         else:
             what = f"ran and reported port {port}, but its server never answered"
         text = f"No server within start_timeout ({start_timeout:g} s): SLURM job {self.job_id} {what}. The job is cancelled."
-        tail = await self.log_tail(job)
+        tail = await self.log_tail(job, within)
         return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
 
-    async def log_tail(self, job: SlurmJob | None) -> str:
+    async def log_tail(self, job: SlurmJob | None, timeout: float = 10) -> str:
         """The end of the job's output, read AS THE USER (the path is the user's to choose)."""
-        return await self._read_output(job, "tail", self.log_tail_lines)
+        return await self._read_output(job, "tail", self.log_tail_lines, timeout)
 
     async def log_head(self, job: SlurmJob | None, lines: int = 10) -> str:
         """The start of the job's output (the launcher's lines), read as the user."""
         return await self._read_output(job, "head", lines)
 
-    async def _read_output(self, job: SlurmJob | None, command: str, lines: int) -> str:
+    async def _read_output(self, job: SlurmJob | None, command: str, lines: int, timeout: float = 10) -> str:
         if job is None or not job.output_path:
             return ""
         try:
             out = await run_command(
                 [*self.user_prefix, command, "-n", str(lines), "--", job.output_path],
                 env=command_env(),
-                timeout=10,
+                timeout=timeout,
             )
         except SlurmCommandError as e:
             self.log.info("no log tail for job %s: %s", job.job_id, e)

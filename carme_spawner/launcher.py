@@ -78,7 +78,12 @@ def with_port(service_url: str, port: int) -> str:
 def take_start_slot(directory: str, slots: int, wait: float) -> int | None:
     """The fd of a held start slot of this node, or None: no gate (off, or no slot file opens) or
     `wait` seconds passed. Slot files are readable by all (an flock needs only that), created
-    without following links; a site may create DIR itself (mode 1777, like /tmp)."""
+    without following links; a site may create DIR itself (mode 1777, like /tmp).
+
+    A full gate is waited for asleep, not by polling: blocked in flock on one slot (each waiter
+    starts on its own, the next one each turn), every SLOT_TURN seconds a look at all of them. In a
+    storm dozens of servers wait on a node at once, and their polling would take the CPU the slot
+    holders' imports need."""
     import fcntl
 
     if not directory or slots < 1:
@@ -88,23 +93,65 @@ def take_start_slot(directory: str, slots: int, wait: float) -> int | None:
         os.chmod(directory, 0o1777)  # mkdir's mode passes through the umask
     except OSError:
         pass  # there already (or not creatable: then no slot file opens below)
-    deadline = time.monotonic() + wait
-    while True:
-        opened = 0
-        for k in range(slots):
-            try:
-                fd = os.open(os.path.join(directory, f"slot-{k}"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
-            except OSError:
-                continue
-            opened += 1
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fds = []
+    for k in range(slots):
+        try:
+            fds.append(os.open(os.path.join(directory, f"slot-{k}"), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444))
+        except OSError:
+            continue
+    if not fds:
+        return None
+    deadline, turn = time.monotonic() + wait, os.getpid()
+    try:
+        while True:
+            for fd in fds:  # any free one
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fds.remove(fd)
+                    return fd
+                except OSError:
+                    pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            turn += 1
+            fd = fds[turn % len(fds)]
+            if _flock_within(fd, min(SLOT_TURN, left)):
+                fds.remove(fd)
                 return fd
-            except OSError:
-                os.close(fd)
-        if not opened or time.monotonic() >= deadline:
-            return None
-        time.sleep(0.02)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+SLOT_TURN = 0.5  # seconds a waiter sleeps on one slot before it looks at all of them again
+
+
+class _Woken(Exception):
+    pass
+
+
+def _flock_within(fd: int, seconds: float) -> bool:
+    """flock(fd) blocking at most `seconds` (an interval timer's SIGALRM ends the wait): held or not."""
+    import fcntl
+
+    def wake(signum, frame):
+        raise _Woken()
+
+    previous = signal.signal(signal.SIGALRM, wake)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return True
+        except _Woken:
+            return False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Woken:  # the timer fired after flock returned, before it was stopped
+        return True
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def port_open(port: int) -> bool:

@@ -71,7 +71,7 @@ from .settings import CarmeSpawnerSettings
 from .spawn_steps import SpawnSteps, log_steps_once_routed
 
 
-START_TIMEOUT_MARGIN = 3.0  # a hung start fails this early, its words before the hub's bare timeout
+START_TIMEOUT_MARGIN = 5.0  # a hung start fails this early, its words before the hub's bare timeout
 
 
 class SpawnFailed(web.HTTPError):

@@ -227,6 +227,22 @@ def test_site_template_dir(tmp_path):
     assert script == "#!/bin/sh\n# interactive carme-alice"
 
 
+def test_a_template_is_compiled_once_and_again_when_its_file_changes(tmp_path, monkeypatch):
+    import os
+
+    template = tmp_path / "carme_job.sh.j2"
+    template.write_text("#!/bin/sh\n# one {{ site.job_name }}")
+    compiled = []
+    real = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile", lambda self, *a, **k: compiled.append(1) or real(self, *a, **k))
+    for _ in range(3):
+        assert render_batch_script(request(), SITE, template_dir=tmp_path).endswith("# one carme-alice")
+    assert len(compiled) == 1  # a login storm renders 50 scripts: one compile, not 50
+    template.write_text("#!/bin/sh\n# two {{ site.job_name }}")
+    os.utime(template, ns=(template.stat().st_mtime_ns + 10**9,) * 2)
+    assert render_batch_script(request(), SITE, template_dir=tmp_path).endswith("# two carme-alice")
+
+
 def test_unknown_template_variable_is_an_error(tmp_path):
     (tmp_path / "custom.j2").write_text("{{ no_such_thing }}\n")
     with pytest.raises(jinja2.UndefinedError):

@@ -117,6 +117,39 @@ def test_a_start_slot_is_one_flock_per_slot_and_a_full_gate_waits_only_so_long(t
     os.close(again)
 
 
+WAITER = """
+import resource, sys, time
+from carme_spawner.launcher import take_start_slot
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+t0, cpu0 = time.monotonic(), cpu()
+fd = take_start_slot(sys.argv[1], int(sys.argv[2]), wait=20)
+print(fd is not None, time.time(), time.monotonic() - t0, cpu() - cpu0, flush=True)
+"""
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_full_gate_is_waited_for_asleep_and_a_freed_slot_taken_within_a_turn(tmp_path, slots):
+    from carme_spawner.launcher import SLOT_TURN, take_start_slot
+
+    gate = str(tmp_path / "gate")
+    held = [take_start_slot(gate, slots, wait=1) for _ in range(slots)]
+    assert all(fd is not None for fd in held)
+    waiter = subprocess.Popen([sys.executable, "-c", WAITER, gate, str(slots)], env={**os.environ, "PYTHONPATH": REPO},
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    freed = time.time()
+    os.close(held.pop())  # the last slot the waiter may not be asleep on
+    out, _ = waiter.communicate(timeout=30)
+    for fd in held:
+        os.close(fd)
+    got, at, took, cpu = out.split()
+    assert got == "True" and float(took) >= 1.9, out
+    assert float(at) - freed < SLOT_TURN + 1.0, out  # within a turn of the slot coming free (generous)
+    assert float(cpu) < 0.01, out  # 2 s of waiting took next to no CPU (polling every 20 ms: 0.025 s)
+
+
 def test_an_unusable_gate_is_no_gate(tmp_path):
     from carme_spawner.launcher import take_start_slot
 

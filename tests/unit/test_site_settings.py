@@ -51,6 +51,8 @@ def test_environment_overrides_one_setting(monkeypatch, tmp_path):
         ("carme:\n  authenticator: kerberos\n", "unknown authenticator 'kerberos'"),
         ("carme:\n  catalog: {colour: red}\n", "carme.catalog has no setting 'colour'"),
         ("- just\n- a list\n", "must be a mapping"),
+        ("CarmeSpawner:\n  start_gate_dir:\n", "CarmeSpawner.start_gate_dir: The 'start_gate_dir' trait"),
+        ("CarmeSpawner:\n  max_gpus: many\n", "CarmeSpawner.max_gpus: The 'max_gpus' trait"),
     ],
 )
 def test_bad_settings_stop_the_hub_naming_them(monkeypatch, tmp_path, settings, words):
@@ -66,6 +68,11 @@ def test_dummy_mode_refuses_to_start_without_a_password(monkeypatch, tmp_path):
         load(monkeypatch, tmp_path, dummy, CARME_DEMO_PASSWORD="")
     c = load(monkeypatch, tmp_path, dummy)
     assert c.DummyAuthenticator.password == "a test password"
+
+
+def test_an_empty_override_is_the_empty_string(monkeypatch, tmp_path):
+    c = load(monkeypatch, tmp_path, CARME__CarmeSpawner__start_gate_dir="")
+    assert c.CarmeSpawner.start_gate_dir == ""  # the gate off, not YAML's null (which no spawner could take)
 
 
 def test_bad_override_name(monkeypatch, tmp_path):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 
 import pytest
 
 from carme_slurm import JobView
+from carme_slurm.commands import run_command
 from carme_spawner.job_follow import JobEnded, JobFollower
 
 from .test_job_reflector import job
@@ -131,3 +133,46 @@ async def test_a_waiting_job_says_where_it_stands_among_carme_s_waiting_jobs():
     await follower(SlowView(), events).until_running_with_port(reported)
     assert events[0][1] == "Job 7 is queued in partition interactive: waiting for the scheduler's next pass; " \
         "number 2 of 3 Carme jobs waiting there.", events
+
+
+class OutputView:
+    """Shows the job RUNNING with an output file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def job(self, job_id):
+        return JobView(job(job_id, state="RUNNING", output_path=str(self.path)), snapshot_started=100.0)
+
+
+async def test_a_hung_start_s_words_come_in_time_even_when_its_log_tail_does_not(tmp_path):
+    # the tail is read as the user; here "as the user" is a command that hangs (a loaded node's sudo)
+    out, started = tmp_path / "slurm-7.out", tmp_path / "started"
+    out.write_text("hanging, never listening\n")
+    slow_prefix = ["sh", "-c", f"touch {started}; sleep 30", "as-user"]
+    slow = JobFollower(OutputView(out), "7", 50.0, lambda *a: None, slow_prefix, logging.getLogger("test"))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    words = await slow.hung_start_text(25, 8888, within=0.5)
+    assert loop.time() - began < 5  # the bound held: not the 30 s of the hanging read
+    assert words.startswith("No server within start_timeout (25 s): SLURM job 7 ran and reported port 8888, but its "
+                            "server never answered. The job is cancelled."), words
+    assert "Last lines" not in words and started.exists()
+    quick = JobFollower(OutputView(out), "7", 50.0, lambda *a: None, [], logging.getLogger("test"))
+    assert "Last lines of the job's output:\nhanging, never listening" in await quick.hung_start_text(25, 8888)
+
+
+
+async def test_a_command_whose_caller_gives_up_is_killed(tmp_path):
+    marker = tmp_path / "pid"
+    task = asyncio.ensure_future(run_command(["sh", "-c", f"echo $$ > {marker}.new; mv {marker}.new {marker}; exec sleep 30"]))
+    for _ in range(250):
+        if marker.exists():
+            break
+        await asyncio.sleep(0.02)
+    pid = int(marker.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] in "ZX"
