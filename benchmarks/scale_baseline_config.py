@@ -31,6 +31,7 @@ job_name = env["BENCH_JOB_NAME"]
 c.Spawner.cmd = json.loads(env["BENCH_SERVER_CMD"])
 c.SlurmSpawner.batchspawner_singleuser_cmd = env["BENCH_SINGLEUSER_WRAPPER"]  # "": the command reports the port
 c.Authenticator.allowed_users = set(json.loads(env["BENCH_USERS"])) | {"admin"}
+c.Authenticator.admin_users = {"admin"}  # as on Carme's hub: the benchmark's clients use admin's hub-made token
 
 script = c.SlurmSpawner.batch_script
 for old, new in (("--job-name=bench-batchspawner", f"--job-name={job_name}"),

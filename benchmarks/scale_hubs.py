@@ -277,6 +277,19 @@ def ensure_users(hub, users) -> None:
         hub.session.post(f"{hub.api}/users", json={"usernames": missing}, timeout=60).raise_for_status()
 
 
+def use_a_hub_made_token(hub) -> None:
+    """From here on the benchmark's clients (its sessions, the API probe) use a token the hub made for its
+    admin user, as a site's scripts and users do. The harness's own token comes from the hub's config,
+    and JupyterHub hashes such tokens 16384 times on every request (3 ms of the hub's loop each, tokens
+    it made itself once): 50 clients and a probe on it would load both hubs with work no site has."""
+    hub.ensure_user("admin")
+    r = hub.session.post(f"{hub.api}/users/admin/tokens", json={"note": "benchmark clients", "expires_in": 3600},
+                         timeout=60)
+    r.raise_for_status()
+    hub.token = r.json()["token"]
+    hub.session.headers["Authorization"] = f"token {hub.token}"
+
+
 def message_of(r: requests.Response) -> str:
     try:
         return str(r.json().get("message") or "")

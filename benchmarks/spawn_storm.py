@@ -1,6 +1,6 @@
 """Spawn storm: --users users start their servers at once, Carme vs plain batchspawner, in one run.
 
-    /opt/carme/venv/bin/python benchmarks/spawn_storm.py [--users 50] [--probe-every 0.1] [--timeout 300]
+    /opt/carme/venv/bin/python benchmarks/spawn_storm.py [--users 50] [--probe-every 0.2] [--timeout 300]
         [--batchspawner-wrapper standin|real] [--quiet-window 10]
 
 Issue 24, benchmark 3. Per variant, one hub at a time on the local SLURM (sdiag counts the whole
@@ -16,8 +16,9 @@ The users (load01.., created beforehand) are asked for at once: one thread per u
 routed), 202 is followed on the spawn's progress stream until its "ready" or "failed" event; any
 other answer is a refusal (4xx) or a failure (5xx) with the hub's message. A user is "clear" when
 ready or told why (a message); "unclear" is anything else (no answer in --timeout, no message).
-Meanwhile one thread asks `GET /hub/api/users` every --probe-every seconds (the next as soon as
-the last answered when it took longer) from 3 s before the storm until every user has an outcome.
+Meanwhile a probe process of its own (benchmarks/api_probe.py) sends `GET /hub/api/users` every
+--probe-every seconds, open loop (each on time whether or not the last has answered: a stalled hub
+is asked as often as a quick one), from 3 s before the storm until every user has an outcome.
 `sdiag -r` just before the storm and `sdiag` once every user has an outcome count slurmctld's query
 RPCs (as controller_load.py does). Reported per variant: outcomes, time to ready (median, p95, all),
 hub API latency p50/p99/max during the storm (and before it), query RPCs; then the goals: Carme's
@@ -50,8 +51,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from benchmarks.scale_hubs import (  # noqa: E402
     LOAD_USERS, OPTIONS, JobJanitor, ScaleBaselineHub, ScaleCarmeHub, Sdiag, check_wrapper, ensure_users, message_of,
-    new_session, percentile, progress, ratio, run_variants, stop_all,
+    new_session, percentile, progress, ratio, run_variants, stop_all, use_a_hub_made_token,
 )
+from benchmarks.cpu_census import CpuCensus  # noqa: E402
 from benchmarks.spawn_latency import step_medians  # noqa: E402
 from tests.integration.hub import REPO  # noqa: E402
 
@@ -180,6 +182,7 @@ def run_variant(name: str, hub, users: tuple[str, ...], args, janitor: JobJanito
     try:
         hub.start()
         ensure_users(hub, users)
+        use_a_hub_made_token(hub)
         time.sleep(2)  # the hub's and services' start-up requests are behind it
         probe = ApiProbe(hub, args.probe_every)
         probe.start()
@@ -187,12 +190,16 @@ def run_variant(name: str, hub, users: tuple[str, ...], args, janitor: JobJanito
         sdiag = Sdiag()
         sdiag.reset()
         profiler = HubProfiler(args.profile, name, hub.proc.pid) if args.profile and name == "Carme" else None
+        census = CpuCensus(0.2) if args.cpu_census else None
+        if census:
+            census.start()
         t0 = time.monotonic()
         pool = ThreadPoolExecutor(len(users))
         outcomes = list(pool.map(lambda u: spawn_one(hub, u, t0, args.timeout, abort), users))
         pool.shutdown()
         done = time.monotonic()
         counts = sdiag.read()
+        cpu = census.stop() if census else None
         probe.stop()
         if profiler:
             profiler.stop()
@@ -207,6 +214,7 @@ def run_variant(name: str, hub, users: tuple[str, ...], args, janitor: JobJanito
                   "last_outcome_s": round(done - t0, 2),
                   "api_during": probe.stats(t0, done), "api_before": probe.stats(t0 - PROBE_LEAD_S, t0),
                   "rpcs": counts.summary(), "ready_s": ready,
+                  "cpu": cpu,
                   "carme_steps_median_s": step_medians(hub) if name == "Carme" else None,
                   "api_timeline": [[round(b - t0, 2), round(t * 1000, 1)] for b, t, _ in probe.samples if b >= t0 - 1],
                   "not_ready": [o for o in outcomes if o["outcome"] != "ready"]}
@@ -217,6 +225,9 @@ def run_variant(name: str, hub, users: tuple[str, ...], args, janitor: JobJanito
         if result["carme_steps_median_s"]:
             progress("step medians (s after the request): " + ", ".join(
                 f"{k} {v:.2f}" for k, v in result["carme_steps_median_s"].items()))
+        if cpu:
+            progress(f"CPU in the storm: {cpu['cpu_s']} s in {cpu['window_s']} s; " + ", ".join(
+                f"{k} {v['cpu_s']}" for k, v in list(cpu["by_kind"].items())[:14]))
         if args.profile:
             shutil.copy(hub.log_path, Path(args.profile) / f"spawn_storm-{name.split()[0].lower()}-hub.log")
         for o in result["not_ready"][:5]:
@@ -274,7 +285,9 @@ def goals(carme: dict, base: dict) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=len(LOAD_USERS), help="users starting at once (default 50)")
-    parser.add_argument("--probe-every", type=float, default=0.1, help="seconds between hub API probes (default 0.1)")
+    parser.add_argument("--probe-every", type=float, default=0.2,
+                        help="seconds between hub API probes, open loop (default 0.2: a listing of 50 users costs "
+                        "the hub ~40 ms, a probe every 0.1 s would take a fifth of its CPU itself)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds a user may wait for an outcome (default 300)")
     parser.add_argument("--batchspawner-wrapper", choices=("standin", "real"), default="standin",
                         help="how batchspawner's servers report their port: the stand-in's own copy of "
@@ -282,6 +295,8 @@ def main() -> int:
                         "batchspawner-singleuser (~100 MB per server: at most ~100 servers on this host)")
     parser.add_argument("--carme-setting", metavar="NAME=VALUE", action="append", default=[],
                         help="a CARME__ setting for the Carme hub, e.g. CarmeSpawner__start_gate_dir= (repeatable)")
+    parser.add_argument("--cpu-census", action="store_true",
+                        help="CPU seconds by kind of process during the storm, from /proc (costs a little CPU itself)")
     parser.add_argument("--profile", metavar="DIR", help="sample the Carme hub with py-spy during the storm into DIR")
     parser.add_argument("--quiet-window", type=float, default=10, help="seconds of sdiag with no hub first (0: skip)")
     args = parser.parse_args()

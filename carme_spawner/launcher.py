@@ -42,29 +42,62 @@ def pick_port() -> int:
 
 def report_port(api_url: str, token: str, port: int, attempts: int = 5) -> None:
     """POST the port to the hub; SystemExit with the reason if it refuses or cannot be reached."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(
-        api_url.rstrip("/") + "/" + REPORT_PATH,
-        data=json.dumps({"port": port}).encode(),
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
+    url = api_url.rstrip("/") + "/" + REPORT_PATH
+    body = ('{"port": %d}' % port).encode()
     for attempt in range(1, attempts + 1):
         try:
-            with urllib.request.urlopen(request, timeout=20) as response:
-                response.read()
-                return
-        except urllib.error.HTTPError as e:
-            # the hub refused the report: retrying cannot help
-            raise SystemExit(f"carme launcher: the hub refused the port report: {e.code} {e.read()[:300]!r}")
+            status, text = post(url, token, body, timeout=20)
         except OSError as e:
             if attempt == attempts:
                 raise SystemExit(f"carme launcher: cannot reach the hub at {api_url}: {e}")
             print(f"carme launcher: hub not reachable ({e}); retrying", file=sys.stderr, flush=True)
             time.sleep(2 * attempt)
+            continue
+        if 200 <= status < 300:
+            return
+        # the hub refused the report: retrying cannot help
+        raise SystemExit(f"carme launcher: the hub refused the port report: {status} {text[:300]!r}")
+
+
+def post(url: str, token: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+    """POST JSON `body` to `url` with the token: (status, the answer's first bytes). Plain HTTP speaks
+    over a socket (urllib's imports, ssl and email among them, cost every spawn ~40 ms of a node's
+    CPU, and a storm starts dozens of launchers per node at once); https:// takes http.client and ssl."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    if netloc.endswith("]") or ":" not in netloc:  # [v6] or a name without a port
+        host, port_text = netloc, ""
+    else:
+        host, port_text = netloc.rsplit(":", 1)
+    headers = {"Host": netloc, "Authorization": f"token {token}", "Content-Type": "application/json",
+               "Content-Length": str(len(body)), "Connection": "close"}
+    if scheme == "https":
+        import http.client
+        import ssl
+
+        connection = http.client.HTTPSConnection(netloc, timeout=timeout, context=ssl.create_default_context())
+        try:
+            connection.request("POST", "/" + path, body=body, headers=headers)
+            answer = connection.getresponse()
+            return answer.status, answer.read(300)
+        finally:
+            connection.close()
+    if scheme != "http":
+        raise OSError(f"not an http(s) URL: {url}")
+    request = (f"POST /{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
+    with socket.create_connection((host.strip("[]"), int(port_text or 80)), timeout=timeout) as s:
+        s.sendall(request)
+        answer = b""
+        while len(answer) < 4096:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, rest_of_answer = answer.partition(b"\r\n")
+    parts = status_line.split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise OSError(f"no HTTP answer from {netloc}: {status_line[:100]!r}")
+    return int(parts[1]), rest_of_answer.partition(b"\r\n\r\n")[2][:300]
 
 
 def with_port(service_url: str, port: int) -> str:

@@ -80,6 +80,20 @@ def test_the_server_is_the_launcher_s_own_process_and_its_port_is_reported():
     assert "s3cret-token" not in done.stderr + done.stdout  # the token never reaches the job's output
 
 
+def test_a_plain_http_report_imports_neither_urllib_nor_ssl():
+    hub = FakeHub(201)
+    probe = ("import sys; from carme_spawner.launcher import post; "
+             f"print(post({hub.api_url + '/batchspawner'!r}, 't', b'{{\"port\": 5}}', 10)[0], "
+             "sorted(m for m in ('ssl', 'urllib.request', 'http.client', 'email') if m in sys.modules))")
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": REPO},
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        hub.close()
+    assert done.stdout.split(maxsplit=1) == ["201", "[]\n"], done.stderr  # ~40 ms of a node's CPU per spawn saved
+    assert hub.reports == [("/hub/api/batchspawner", "token t", {"port": 5})]
+
+
 def test_a_refused_report_stops_the_server_and_says_why():
     hub = FakeHub(403)
     try:
