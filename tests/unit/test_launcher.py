@@ -94,6 +94,31 @@ def test_a_plain_http_report_imports_neither_urllib_nor_ssl():
     assert hub.reports == [("/hub/api/batchspawner", "token t", {"port": 5})]
 
 
+def test_an_https_report_checks_the_hub_s_certificate(tmp_path):
+    import ssl
+
+    cert, key = tmp_path / "hub.crt", tmp_path / "hub.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    hub = FakeHub(201)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    hub.server.socket = context.wrap_socket(hub.server.socket, server_side=True)
+    url = f"https://localhost:{hub.server.server_address[1]}/hub/api/batchspawner"
+    probe = f"from carme_spawner.launcher import post; print(post({url!r}, 't', b'{{\"port\": 6}}', 10)[0])"
+    try:
+        trusted = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": REPO,
+                                 "SSL_CERT_FILE": str(cert)}, capture_output=True, text=True, timeout=30)
+        untrusted = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": REPO},
+                                   capture_output=True, text=True, timeout=30)
+    finally:
+        hub.close()
+    assert trusted.stdout.strip() == "201", trusted.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr  # an unknown certificate is no hub
+    assert hub.reports == [("/hub/api/batchspawner", "token t", {"port": 6})]
+
+
 def test_a_refused_report_stops_the_server_and_says_why():
     hub = FakeHub(403)
     try:
