@@ -9,7 +9,8 @@ class (JupyterHub, CarmeSpawner, SlurmView, CarmeRoles, CarmeQuota, ...) whose k
 an installed service (entry point group `carme.services`) enables it; its keys are the service's
 traitlets (`python -m carme_services.<name> --help-all`), and the service declares its own hub
 wiring (`hub_service(settings)`): this file knows no service. Environment variables override
-single settings: CARME__CarmeSpawner__max_gpus=8 (values parsed as YAML). Unknown classes,
+single settings: CARME__CarmeSpawner__max_gpus=8 (values parsed as YAML; empty is the empty string,
+`~` is null). Unknown classes,
 services or settings stop the hub with a message naming them: a setting nobody can find is a bug.
 """
 
@@ -87,7 +88,7 @@ def apply_sections(c, settings: dict) -> None:
         for name, value in values.items():
             if name not in traits:
                 raise SystemExit(f"{settings['_source']}: {section} has no setting {name!r} (see jupyterhub --help-all)")
-            check_type(traits[name], f"{settings['_source']}: {section}.{name}", value)
+            check_type(section, name, traits[name], f"{settings['_source']}: {section}.{name}", value)
             c[section][name] = value
 
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from traitlets import TraitError
+import copy
+
+from traitlets import HasTraits, TraitError
 
 
-def check_type(trait, where: str, value) -> None:
-    """Stop the hub now if `value` is not of the setting's type: a spawner is made per spawn, and a wrong
-    type there would fail every user's spawn with a 500, not the hub's start. (A setting's own
-    @validate needs an instance: those run when the class is made, at start for the hub's own.)"""
-    if value is None and trait.allow_none:
-        return
+def check_type(section: str, name: str, trait, where: str, value) -> None:
+    """Stop the hub now if `value` is not what setting `section.name` takes: a spawner is made per spawn,
+    and a wrong type there would fail every user's spawn with a 500, not the hub's start. The value is
+    set on a throwaway object with a copy of the trait, so it is taken as traitlets takes it (a lone
+    string for a list, element types, unions); a class's own @validate runs when the class is made."""
+    probe = type(section, (HasTraits,), {name: copy.deepcopy(trait)})()
     try:
-        trait.validate(None, value)
+        setattr(probe, name, value)
     except TraitError as e:
         raise SystemExit(f"{where}: {e}") from None
-    except Exception:  # noqa: BLE001 - a trait whose type check needs its instance: checked when made
+    except Exception:  # noqa: BLE001 - a trait that cannot be checked apart from its class: checked when made
         pass
-

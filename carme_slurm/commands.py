@@ -78,14 +78,13 @@ async def run_command(
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     """SIGKILL the command and its process group (sudo's child, a shell's sleep): what we may kill."""
-    try:
-        os.killpg(proc.pid, 9)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
+    if proc.returncode is not None:  # reaped already: its pid may be another process's now
+        return
+    for kill in (lambda: os.killpg(proc.pid, 9), proc.kill):
+        try:
+            kill()
+        except OSError:  # gone, or not ours to kill (a setuid command run by a hub that is not root)
+            pass
 
 
 async def _parsed(argv: list[str], parse, timeout: float, extra_env: dict[str, str] | None = None):

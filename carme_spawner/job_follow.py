@@ -182,7 +182,11 @@ class JobFollower:
         else:
             what = f"ran and reported port {port}, but its server never answered"
         text = f"No server within start_timeout ({start_timeout:g} s): SLURM job {self.job_id} {what}. The job is cancelled."
-        tail = await self.log_tail(job, within)
+        try:  # the whole read bounded (a tail stuck on a hung file system outlives its kill): cancelled, it is killed
+            async with asyncio.timeout(within):
+                tail = await self.log_tail(job, within)
+        except TimeoutError:
+            tail = ""
         return f"{text}\nLast lines of the job's output:\n{tail}" if tail else text
 
     async def log_tail(self, job: SlurmJob | None, timeout: float = 10) -> str:

@@ -62,7 +62,8 @@ def report_port(api_url: str, token: str, port: int, attempts: int = 5) -> None:
 def post(url: str, token: str, body: bytes, timeout: float) -> tuple[int, bytes]:
     """POST JSON `body` to `url` with the token: (status, the answer's first bytes). Plain HTTP speaks
     over a socket (urllib's imports, ssl and email among them, cost every spawn ~40 ms of a node's
-    CPU, and a storm starts dozens of launchers per node at once); https:// takes http.client and ssl."""
+    CPU, and a storm starts dozens of launchers per node at once); https:// takes http.client and ssl.
+    No proxy from the environment: the hub is the cluster's own address, as the hub's port callback is."""
     scheme, _, rest = url.partition("://")
     netloc, _, path = rest.partition("/")
     if netloc.endswith("]") or ":" not in netloc:  # [v6] or a name without a port
@@ -87,17 +88,37 @@ def post(url: str, token: str, body: bytes, timeout: float) -> tuple[int, bytes]
     request = (f"POST /{path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
     with socket.create_connection((host.strip("[]"), int(port_text or 80)), timeout=timeout) as s:
         s.sendall(request)
-        answer = b""
-        while len(answer) < 4096:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        answer = read_answer(s)
     status_line, _, rest_of_answer = answer.partition(b"\r\n")
     parts = status_line.split()
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise OSError(f"no HTTP answer from {netloc}: {status_line[:100]!r}")
     return int(parts[1]), rest_of_answer.partition(b"\r\n\r\n")[2][:300]
+
+
+def read_answer(s: socket.socket, most: int = 8192) -> bytes:
+    """The status line, the headers and up to 300 bytes of the body: read until the body's
+    Content-Length (or 300 bytes of it) has come, the other side closes, or the socket's time-out,
+    whichever is first. A time-out after the status line came is an answer (a server that keeps the
+    connection open despite Connection: close); before it, it is OSError as any other."""
+    answer = b""
+    while len(answer) < most:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep:
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                           if line.lower().startswith(b"content-length:") and line.split(b":", 1)[1].strip().isdigit()), None)
+            if length is not None and len(body) >= min(length, 300):
+                break
+        try:
+            chunk = s.recv(4096)
+        except (socket.timeout, TimeoutError):
+            if b"\r\n" in answer:
+                break
+            raise
+        if not chunk:
+            break
+        answer += chunk
+    return answer
 
 
 def with_port(service_url: str, port: int) -> str:
@@ -142,7 +163,7 @@ def take_start_slot(directory: str, slots: int, wait: float) -> int | None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     fds.remove(fd)
                     return fd
-                except OSError:
+                except BlockingIOError:
                     pass
             left = deadline - time.monotonic()
             if left <= 0:
@@ -152,6 +173,8 @@ def take_start_slot(directory: str, slots: int, wait: float) -> int | None:
             if _flock_within(fd, min(SLOT_TURN, left)):
                 fds.remove(fd)
                 return fd
+    except OSError:  # no lock to be had here (e.g. ENOLCK on a network file system): no gate
+        return None
     finally:
         for fd in fds:
             os.close(fd)
@@ -165,26 +188,27 @@ class _Woken(Exception):
 
 
 def _flock_within(fd: int, seconds: float) -> bool:
-    """flock(fd) blocking at most `seconds` (an interval timer's SIGALRM ends the wait): held or not."""
+    """flock(fd) blocking at most `seconds` (an interval timer's SIGALRM ends the wait): held or not.
+    OSError (other than the wait ending) goes to the caller."""
     import fcntl
 
     def wake(signum, frame):
         raise _Woken()
 
+    held = False
     previous = signal.signal(signal.SIGALRM, wake)
     try:
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            return True
-        except _Woken:
-            return False
+            held = True
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-    except _Woken:  # the timer fired after flock returned, before it was stopped
-        return True
+    except _Woken:  # the wait ended, or the timer fired just after flock returned: `held` says which
+        pass
     finally:
         signal.signal(signal.SIGALRM, previous)
+    return held
 
 
 def port_open(port: int) -> bool:

@@ -109,7 +109,7 @@ def bad(tmp_path, certs) -> Path:
          "CarmeTLS.key: {d}/server.key is not the private key of CarmeTLS.cert {d}/server.crt"),
         (None, {"CARME__CarmeTLS__cert": "server.crt"}, "CarmeTLS.cert: 'server.crt' must be an absolute path"),
         (None, {"CARME__CarmeTLS__hsts_max_age": "-1"}, "CarmeTLS.hsts_max_age must be 0 or more seconds"),
-        (None, {"CARME__CarmeTLS__hsts_max_age": "a year"}, "'hsts_max_age' trait expected an int"),
+        (None, {"CARME__CarmeTLS__hsts_max_age": "a year"}, "'hsts_max_age' trait of a CarmeTLS instance expected an int"),
         (None, {"CARME__CarmeTLS__certificate": "/x"}, "CarmeTLS has no setting 'certificate'"),
         (None, {"CARME__JupyterHub__ssl_cert": "/etc/other.crt"}, "JupyterHub.ssl_cert (/etc/other.crt) and CarmeTLS"),
     ],

@@ -94,6 +94,32 @@ def test_a_plain_http_report_imports_neither_urllib_nor_ssl():
     assert hub.reports == [("/hub/api/batchspawner", "token t", {"port": 5})]
 
 
+def test_a_report_answered_on_a_connection_kept_open_is_read_at_its_length():
+    import socket
+
+    from carme_spawner.launcher import post
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    release = threading.Event()
+
+    def keep_alive_server():  # answers, then keeps the connection open (a proxy ignoring Connection: close)
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            release.wait(30)
+
+    threading.Thread(target=keep_alive_server, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        status, body = post(f"http://127.0.0.1:{listener.getsockname()[1]}/hub/api/batchspawner", "t", b"{}", timeout=20)
+    finally:
+        release.set()
+        listener.close()
+    assert (status, body) == (201, b"{}")
+    assert time.monotonic() - t0 < 5  # at the answer's length, not at the 20 s time-out
+
+
 def test_an_https_report_checks_the_hub_s_certificate(tmp_path):
     import ssl
 

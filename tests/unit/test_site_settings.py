@@ -51,8 +51,8 @@ def test_environment_overrides_one_setting(monkeypatch, tmp_path):
         ("carme:\n  authenticator: kerberos\n", "unknown authenticator 'kerberos'"),
         ("carme:\n  catalog: {colour: red}\n", "carme.catalog has no setting 'colour'"),
         ("- just\n- a list\n", "must be a mapping"),
-        ("CarmeSpawner:\n  start_gate_dir:\n", "CarmeSpawner.start_gate_dir: The 'start_gate_dir' trait"),
-        ("CarmeSpawner:\n  max_gpus: many\n", "CarmeSpawner.max_gpus: The 'max_gpus' trait"),
+        ("CarmeSpawner:\n  start_gate_dir:\n", "CarmeSpawner.start_gate_dir: The 'start_gate_dir' trait of a CarmeSpawner instance"),
+        ("CarmeSpawner:\n  max_gpus: many\n", "CarmeSpawner.max_gpus: The 'max_gpus' trait of a CarmeSpawner instance"),
     ],
 )
 def test_bad_settings_stop_the_hub_naming_them(monkeypatch, tmp_path, settings, words):
@@ -68,6 +68,15 @@ def test_dummy_mode_refuses_to_start_without_a_password(monkeypatch, tmp_path):
         load(monkeypatch, tmp_path, dummy, CARME_DEMO_PASSWORD="")
     c = load(monkeypatch, tmp_path, dummy)
     assert c.DummyAuthenticator.password == "a test password"
+
+
+def test_settings_are_taken_as_traitlets_takes_them(monkeypatch, tmp_path):
+    # a lone string for a set or list (JupyterHub takes it), a command as a string, an int for a float
+    c = load(monkeypatch, tmp_path, CARME__Authenticator__admin_users="alice", CARME__Spawner__env_keep="PATH",
+             CARME__CarmeSpawner__start_gate_wait="10", CARME__CarmeSpawner__cmd="jupyterhub-singleuser")
+    assert c.Authenticator.admin_users == "alice" and c.CarmeSpawner.start_gate_wait == 10
+    with pytest.raises(SystemExit, match="CarmeSpawner.denied_users: The 'denied_users' trait of a CarmeSpawner"):
+        load(monkeypatch, tmp_path, CARME__CarmeSpawner__denied_users="[1, 2]")  # the elements are checked too
 
 
 def test_an_empty_override_is_the_empty_string(monkeypatch, tmp_path):
