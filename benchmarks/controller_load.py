@@ -28,15 +28,11 @@ Writes benchmarks/results/controller_load-<date>.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -44,9 +40,8 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks.scale_hubs import (  # noqa: E402
     KINDS, LOAD_USERS, MAX_SERVERS_PER_USER, OPTIONS, JobJanitor, ScaleBaselineHub, ScaleCarmeHub, Sdiag,
     all_servers, check_wrapper, ensure_users, message_of, new_session, progress, ratio, run_variants,
-    stop_all,
+    stop_all, write_results,
 )
-from tests.integration.hub import REPO  # noqa: E402
 
 CARME_PREFIX, BASELINE_JOB = "carme-bench-load-", "bench-bs-load"
 CARME_PORTS = (28220, 28301)  # public (+1 proxy API, +2..+10 services), hub
@@ -238,16 +233,10 @@ def main() -> int:
         print(f"Carme flat in N: max / min of its query RPCs per minute over N = {max(carme) / min(carme):.2f}")
     took = time.monotonic() - began
     print(f"\nran {took / 60:.1f} min")
-    slurm = subprocess.run(["scontrol", "--version"], capture_output=True, text=True).stdout.strip()
-    out = HERE / "results" / f"controller_load-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-                               "slurm": slurm, "sizes": sizes, "users": len(users), "window_s": args.window,
-                               "settle_s": args.settle, "batch": args.batch, "options": OPTIONS,
-                               "batchspawner_wrapper": args.batchspawner_wrapper,
-                               "server": "tiny-singleuser STAND-IN", "quiet_check": quiet, "results": results,
-                               "ratios": compared, "run_s": round(took, 1)}, indent=2) + "\n")
-    print(f"results: {out.relative_to(REPO)}")
+    write_results("controller_load", took, {
+        "sizes": sizes, "users": len(users), "window_s": args.window, "settle_s": args.settle, "batch": args.batch,
+        "options": OPTIONS, "batchspawner_wrapper": args.batchspawner_wrapper, "server": "tiny-singleuser STAND-IN",
+        "quiet_check": quiet, "results": results, "ratios": compared})
     return 0
 
 

@@ -14,6 +14,7 @@ Both have squeue_load.py's counting squeue wrapper first on their PATH.
 from __future__ import annotations
 
 import json
+import platform
 import pwd
 import re
 import subprocess
@@ -21,6 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -406,3 +408,13 @@ def run_variants(variants, users, janitor: "JobJanitor", quiet_window: float, ru
         janitor.cancel()
         janitor.remove_outputs()
     return rows, quiet
+
+
+def write_results(name: str, took: float, fields: dict) -> None:
+    """benchmarks/results/<name>-<date>.json: the date, host and SLURM release, `fields`, the run's seconds."""
+    slurm = subprocess.run(["scontrol", "--version"], capture_output=True, text=True).stdout.strip()
+    out = REPO / "benchmarks" / "results" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"date": datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
+                               "slurm": slurm, **fields, "run_s": round(took, 1)}, indent=2) + "\n")
+    print(f"results: {out.relative_to(REPO)}")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -42,7 +41,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -51,11 +49,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from benchmarks.scale_hubs import (  # noqa: E402
     LOAD_USERS, OPTIONS, JobJanitor, ScaleBaselineHub, ScaleCarmeHub, Sdiag, check_wrapper, ensure_users, message_of,
-    new_session, percentile, progress, ratio, run_variants, stop_all, use_a_hub_made_token,
+    new_session, percentile, progress, ratio, run_variants, stop_all, use_a_hub_made_token, write_results,
 )
 from benchmarks.cpu_census import CpuCensus  # noqa: E402
 from benchmarks.spawn_latency import step_medians  # noqa: E402
-from tests.integration.hub import REPO  # noqa: E402
 
 CARME_PREFIX, BASELINE_JOB = "carme-bench-storm-", "bench-bs-storm"
 CARME_PORTS = (28260, 28341)  # public (+1 proxy API, +2..+10 services), hub
@@ -331,16 +328,10 @@ def main() -> int:
               f"{g.get('baseline', '-')}{extra}")
     took = time.monotonic() - began
     print(f"\nran {took / 60:.1f} min")
-    slurm = subprocess.run(["scontrol", "--version"], capture_output=True, text=True).stdout.strip()
-    out = HERE / "results" / f"spawn_storm-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-                               "slurm": slurm, "users": len(users), "probe_every_s": args.probe_every,
-                               "options": OPTIONS, "server": "tiny-singleuser STAND-IN",
-                               "batchspawner_wrapper": args.batchspawner_wrapper, "quiet_check": quiet,
-                               "carme_settings": carme_env,
-                               "results": results, "goals": checked, "run_s": round(took, 1)}, indent=2) + "\n")
-    print(f"results: {out.relative_to(REPO)}")
+    write_results("spawn_storm", took, {
+        "users": len(users), "probe_every_s": args.probe_every, "options": OPTIONS, "server": "tiny-singleuser STAND-IN",
+        "batchspawner_wrapper": args.batchspawner_wrapper, "quiet_check": quiet, "carme_settings": carme_env,
+        "results": results, "goals": checked})
     return 0
 
 
