@@ -66,10 +66,7 @@ def post(url: str, token: str, body: bytes, timeout: float) -> tuple[int, bytes]
     No proxy from the environment: the hub is the cluster's own address, as the hub's port callback is."""
     scheme, _, rest = url.partition("://")
     netloc, _, path = rest.partition("/")
-    if netloc.endswith("]") or ":" not in netloc:  # [v6] or a name without a port
-        host, port_text = netloc, ""
-    else:
-        host, port_text = netloc.rsplit(":", 1)
+    host, port_text = split_netloc(netloc)
     headers = {"Host": netloc, "Authorization": f"token {token}", "Content-Type": "application/json",
                "Content-Length": str(len(body)), "Connection": "close"}
     if scheme == "https":
@@ -125,8 +122,15 @@ def with_port(service_url: str, port: int) -> str:
     """`service_url` (scheme://host[:port]/path, as the spawner wrote it) with `port`."""
     scheme, _, rest = service_url.partition("://")
     netloc, slash, path = rest.partition("/")
-    host = netloc if netloc.endswith("]") or ":" not in netloc else netloc.rsplit(":", 1)[0]
-    return f"{scheme}://{host}:{port}{slash}{path}"
+    return f"{scheme}://{split_netloc(netloc)[0]}:{port}{slash}{path}"
+
+
+def split_netloc(netloc: str) -> tuple[str, str]:
+    """(host, port or "") of a URL's host[:port] part; an IPv6 host keeps its brackets."""
+    if netloc.endswith("]") or ":" not in netloc:  # [v6] or a name without a port
+        return netloc, ""
+    host, port = netloc.rsplit(":", 1)
+    return host, port
 
 
 def take_start_slot(directory: str, slots: int, wait: float) -> int | None:
