@@ -8,6 +8,8 @@ Hubs (one at a time: `sdiag` counts the whole controller):
                     announcements; CarmeSpawner.cmd = the tiny single-user STAND-IN
   ScaleBaselineHub  plain batchspawner 1.3.0 (scale_baseline_config.py over
                     baseline_jupyterhub_config.py), the same stand-in behind batchspawner-singleuser
+  ScaleFloorHub     JupyterHub alone (scale_floor_config.py): the baseline's hub with a spawner that only
+                    waits (spawn_storm.py's floor of the hub's API latency; no SLURM job)
 Both have squeue_load.py's counting squeue wrapper first on their PATH.
 """
 
@@ -112,6 +114,36 @@ class ScaleBaselineHub(BaselineHub):
         wrapper_cmd, server_cmd = WRAPPERS[wrapper]
         self.extra_env.update(BENCH_JOB_NAME=job_name, BENCH_USERS=json.dumps(list(users)),
                               BENCH_SERVER_CMD=json.dumps(server_cmd), BENCH_SINGLEUSER_WRAPPER=wrapper_cmd)
+
+
+class ScaleFloorHub(ScaleBaselineHub):
+    """JupyterHub alone (scale_floor_config.py): the baseline's hub with a spawner that only waits `delays`
+    ({user: seconds}) and points every server at one shared responder on `responder_port` (a plain
+    http.server this hub starts and stops). No SLURM job."""
+
+    config_file = HERE / "scale_floor_config.py"
+
+    def __init__(self, public: int, hub_port: int, responder_port: int, users: tuple[str, ...], delays: dict):
+        super().__init__(30, public, hub_port, job_name="bench-floor-none", users=users)
+        self.responder_port, self.responder = responder_port, None
+        self.extra_env.update(BENCH_FLOOR_DELAYS=json.dumps(delays),
+                              BENCH_FLOOR_SERVER_URL=f"http://127.0.0.1:{responder_port}")
+
+    def start(self, timeout: float = 90) -> None:
+        super().start(timeout)  # first: it frees this hub's ports, the responder's among them
+        empty = self.workdir / "responder"
+        empty.mkdir(parents=True, exist_ok=True)
+        self.responder = subprocess.Popen([sys.executable, "-m", "http.server", str(self.responder_port), "--bind",
+                                           "127.0.0.1", "--directory", str(empty)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.responder and self.responder.poll() is None:
+                self.responder.terminate()
+                self.responder.wait(10)
 
 
 def wait_answering(urls: list[str], hub, timeout: float = 60) -> None:

@@ -1,15 +1,20 @@
 """Spawn storm: --users users start their servers at once, Carme vs plain batchspawner, in one run.
 
     /opt/carme/venv/bin/python benchmarks/spawn_storm.py [--users 50] [--probe-every 0.2] [--timeout 300]
-        [--batchspawner-wrapper standin|real] [--quiet-window 10]
+        [--batchspawner-wrapper standin|real] [--quiet-window 10] [--cpu-census] [--profile DIR]
+        [--carme-setting NAME=VALUE ...] [--nodes-nice N] [--no-floor]
 
 Issue 24, benchmark 3. Per variant, one hub at a time on the local SLURM (sdiag counts the whole
 controller):
   Carme                   jupyterhub_config.py + carme.example.yaml with every service a site runs that
                           the dev cluster can run (scale_hubs.ScaleCarmeHub)
   batchspawner (default)  plain batchspawner 1.3.0 (poll_interval 30 s, startup_poll_interval 0.5 s)
+  JupyterHub alone        the floor (scale_floor_config.py): batchspawner's hub with a spawner that only
+                          waits as long as Carme's spawn of each user took; its API latency is
+                          JupyterHub's own in this storm (--no-floor skips it)
 each server the tiny single-user STAND-IN (dev/standins/tiny-singleuser) behind the spawner's own batch
-script, `{"gpus": 0, "image": "python-cpu"}` (1 CPU, 1024 MiB, partition interactive).
+script, `{"gpus": 0, "image": "python-cpu"}` (1 CPU, 1024 MiB, partition interactive). --nodes-nice N
+runs both slurmd (and so every job) at nice N, as if the nodes were machines of their own.
 
 The users (load01.., created beforehand) are asked for at once: one thread per user POSTs
 /hub/api/users/U/server; an answer 201 is ready (JupyterHub answers it once the server is up and
@@ -48,7 +53,7 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from benchmarks.scale_hubs import (  # noqa: E402
-    LOAD_USERS, OPTIONS, JobJanitor, ScaleBaselineHub, ScaleCarmeHub, Sdiag, check_wrapper, ensure_users, message_of,
+    LOAD_USERS, OPTIONS, JobJanitor, ScaleBaselineHub, ScaleCarmeHub, ScaleFloorHub, Sdiag, check_wrapper, ensure_users, message_of,
     new_session, percentile, progress, ratio, run_variants, stop_all, use_a_hub_made_token, write_results,
 )
 from benchmarks.cpu_census import CpuCensus  # noqa: E402
@@ -57,8 +62,10 @@ from benchmarks.spawn_latency import step_medians  # noqa: E402
 CARME_PREFIX, BASELINE_JOB = "carme-bench-storm-", "bench-bs-storm"
 CARME_PORTS = (28260, 28341)  # public (+1 proxy API, +2..+10 services), hub
 BASELINE_PORTS = (28290, 28371)  # public (+1 proxy API), hub
+FLOOR_PORTS = (28310, 28391, 28315)  # public (+1 proxy API), hub, the shared responder
 PROBE_LEAD_S = 3.0  # the probe runs this long before the storm: the hub's latency at rest
 GOAL_P99_MS, GOAL_RPC_SHARE = 250.0, 0.2
+FLOOR = "JupyterHub alone (floor)"
 
 
 class ApiProbe:
@@ -112,6 +119,36 @@ class HubProfiler:
         self.raw.send_signal(signal.SIGINT)
         self.raw.wait(60)
         progress(f"profile: {self.out}.speedscope.json (py-spy's samples in order: speedscope.app shows them)")
+
+
+class NodesNice:
+    """--nodes-nice N: the two "nodes" run at nice N while the benchmark runs, a stand-in for nodes that are
+    machines of their own (on a site the hub's host does not share its cores with the servers it starts).
+    Every thread of every slurmd gets N; what slurmd starts inherits it (the prolog, slurmstepd and the
+    job's processes: SLURM's PropagatePrioProcess=0, the default). Every hub of the run has it alike; the
+    old values come back at the end."""
+
+    def __init__(self, nice: int):
+        self.nice, self.before = nice, {}
+
+    def __enter__(self):
+        if self.nice:
+            pids = subprocess.run(["pgrep", "-x", "slurmd"], capture_output=True, text=True).stdout.split()
+            if not pids:
+                raise SystemExit("--nodes-nice: no slurmd runs here (make cluster)")
+            for pid in pids:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    self.before[int(task)] = os.getpriority(os.PRIO_PROCESS, int(task))
+                    os.setpriority(os.PRIO_PROCESS, int(task), self.nice)
+            progress(f"nodes at nice {self.nice}: {len(pids)} slurmd, {len(self.before)} threads")
+        return self
+
+    def __exit__(self, *exc):
+        for task, nice in self.before.items():
+            try:
+                os.setpriority(os.PRIO_PROCESS, task, nice)
+            except OSError:  # the thread ended meanwhile
+                pass
 
 
 def told_why(message: str) -> bool:
@@ -214,7 +251,9 @@ def run_variant(name: str, hub, users: tuple[str, ...], args, janitor: JobJanito
                   "cpu": cpu,
                   "carme_steps_median_s": step_medians(hub) if name == "Carme" else None,
                   "api_timeline": [[round(b - t0, 2), round(t * 1000, 1)] for b, t, _ in probe.samples if b >= t0 - 1],
-                  "not_ready": [o for o in outcomes if o["outcome"] != "ready"]}
+                  "not_ready": [o for o in outcomes if o["outcome"] != "ready"],
+                  "outcomes_by_user": [{"user": o["user"], "outcome": o["outcome"], "seconds": o["seconds"]}
+                                       for o in outcomes]}
         api = result["api_during"]
         progress(f"{kinds}; ready median {result['ready_median_s']} s, all ready {result['all_ready_s']} s; "
                  f"API p50 {api['p50_ms']} ms p99 {api['p99_ms']} ms ({api['requests']} probes, {api['errors']} errors); "
@@ -295,10 +334,18 @@ def main() -> int:
     parser.add_argument("--cpu-census", action="store_true",
                         help="CPU seconds by kind of process during the storm, from /proc (costs a little CPU itself)")
     parser.add_argument("--profile", metavar="DIR", help="sample the Carme hub with py-spy during the storm into DIR")
+    parser.add_argument("--nodes-nice", type=int, default=0, metavar="N",
+                        help="run the nodes' slurmd (and so the prologs, jobs and servers) at nice N, 1..19, for every hub "
+                        "variants: the hub keeps a core as it would on a host of its own (default 0: as they are)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the third hub, JupyterHub alone with a spawner that only waits as long as Carme's "
+                        "spawn of each user took (the floor under Carme's API latency)")
     parser.add_argument("--quiet-window", type=float, default=10, help="seconds of sdiag with no hub first (0: skip)")
     args = parser.parse_args()
     if not 1 <= args.users <= len(LOAD_USERS):
         parser.error(f"--users must be 1..{len(LOAD_USERS)}")
+    if not 0 <= args.nodes_nice <= 19:
+        parser.error("--nodes-nice must be 0..19")
     users = LOAD_USERS[: args.users]
     check_wrapper(args.batchspawner_wrapper)
     carme_env = {}
@@ -309,15 +356,25 @@ def main() -> int:
         carme_env[f"CARME__{name}"] = value
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run every finally: below
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    carme_took: dict[str, float] = {}  # each user's seconds to an outcome in Carme's run: the floor waits as long
+
+    def run_one(name, hub):
+        result = run_variant(name, hub, users, args, janitor)
+        if name == "Carme":
+            carme_took.update({o["user"]: o["seconds"] for o in result["outcomes_by_user"]})
+        return [result]
+
     variants = [
         ("Carme", lambda: ScaleCarmeHub(CARME_PORTS[0], CARME_PREFIX, CARME_PORTS[1], extra_env=carme_env)),
         ("batchspawner (default)", lambda: ScaleBaselineHub(30, *BASELINE_PORTS, job_name=BASELINE_JOB, users=users,
                                                             wrapper=args.batchspawner_wrapper)),
     ]
+    if not args.no_floor:
+        variants.append((FLOOR, lambda: ScaleFloorHub(*FLOOR_PORTS, users=users, delays=dict(carme_took))))
     janitor = JobJanitor(CARME_PREFIX, BASELINE_JOB)
     began = time.monotonic()
-    results, quiet = run_variants(variants, users, janitor, args.quiet_window,
-                                  lambda name, hub: [run_variant(name, hub, users, args, janitor)], "the storm's users")
+    with NodesNice(args.nodes_nice):
+        results, quiet = run_variants(variants, users, janitor, args.quiet_window, run_one, "the storm's users")
     print()
     print("\n".join(report(results)))
     checked = goals(results[0], results[1])
@@ -326,11 +383,19 @@ def main() -> int:
         extra = f" (ratio {g['ratio']})" if g.get("ratio") else ""
         print(f"  [{'met' if g['met'] else 'NOT met'}] {g['goal']}: Carme {g['value']}, batchspawner "
               f"{g.get('baseline', '-')}{extra}")
+    floor = next((r for r in results if r["variant"] == FLOOR), None)
+    if floor:
+        c_api, f_api = results[0]["api_during"], floor["api_during"]
+        print(f"\nagainst the floor (JupyterHub alone, the same users waiting as long as in Carme's run): API p50 "
+              f"{c_api['p50_ms']} vs {f_api['p50_ms']} ms, p99 {c_api['p99_ms']} vs {f_api['p99_ms']} ms "
+              f"(Carme/floor {ratio(c_api['p99_ms'], f_api['p99_ms'])}); the floor's hub CPU in the storm "
+              f"{(floor['cpu'] or {}).get('by_kind', {}).get('hub', {}).get('cpu_s', '-')} s")
     took = time.monotonic() - began
     print(f"\nran {took / 60:.1f} min")
     write_results("spawn_storm", took, {
         "users": len(users), "probe_every_s": args.probe_every, "options": OPTIONS, "server": "tiny-singleuser STAND-IN",
         "batchspawner_wrapper": args.batchspawner_wrapper, "quiet_check": quiet, "carme_settings": carme_env,
+        "nodes_nice": args.nodes_nice, "floor": not args.no_floor,
         "results": results, "goals": checked})
     return 0
 
