@@ -18,11 +18,12 @@ import html
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from .files import write_atomically
 
 FILE_NAME = "carme-announcements.json"
 FILE_MODE = 0o644  # the text users see anyway; no secrets
@@ -50,22 +51,7 @@ def write_notices(path: str | os.PathLike, notices: Iterable[Mapping], now: floa
                 "announcements": [{"id": n["id"], "severity": n["severity"], "text": n["text"],
                                    "start": float(n["start"]), "expiry": float(n["expiry"])} for n in notices]}
     text = json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-            os.fchmod(stream.fileno(), FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, text, FILE_MODE)
 
 
 # ---- reading (the hub, and the services' own pages) -------------------------------------------------

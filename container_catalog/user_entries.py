@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
+
+from carme_core.files import write_atomically
 
 from . import fields as f
 from .image_reference import ImageReferenceError, check_user_image_reference
@@ -219,26 +220,4 @@ def _make_dirs(directory: Path) -> None:
 
 def _write_atomically(path: Path, entry: CatalogEntry, *, replace: bool) -> None:
     text = yaml.safe_dump(entry.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-            os.fchmod(stream.fileno(), FILE_MODE)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # atomic create that fails if the id exists
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, text, FILE_MODE, replace=replace)  # not replace: fails if the id exists

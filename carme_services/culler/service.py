@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import asdict
@@ -24,6 +22,7 @@ from urllib.parse import quote
 from prometheus_client import Counter, Gauge
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
 
+from carme_core.files import write_atomically
 from carme_core.roles import role_of_model
 from carme_slurm import SlurmCommandError, command_env, run_command
 from carme_slurm.gres import gpu_indexes
@@ -236,10 +235,7 @@ class CullerService(CarmeService):
         path = Path(self.tally_file)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.tally.to_json(), f)
-            os.replace(tmp, path)
+            write_atomically(path, json.dumps(self.tally.to_json()), 0o600)
         except OSError as e:  # the tally is a chart, not a decision: the pass goes on
             self.log.warning("the idle tally could not be written to %s: %s", path, e)
 
