@@ -76,10 +76,17 @@ def test_the_running_card_counts_down_and_relaunch_after_stop_starts_the_same_ch
     card = page.wait_for_selector("[data-status=running]", timeout=30_000)
     facts = card.inner_text()
     assert "pytorch-gpu" in facts and "1 × a100" in facts and slurm_probe.job(old)["BatchHost"] in facts, facts
+    # from here on the page's own requests to the service: its polls must be answered with alice's
+    # cards, and none may start an OAuth round (its new cookie left the forms' _xsrf stale: a 403)
+    seen = []
+    page.on("response", lambda resp: seen.append((resp.status, resp.url.split("?")[0]))
+            if "/services/carme-sessions/" in resp.url else None)
     first = seconds_left(page.inner_text("[data-end]"))
     page.wait_for_timeout(2500)
     later = seconds_left(page.inner_text("[data-end]"))
     assert 25 * 60 < later < first <= 30 * 60, (first, later)  # it counts down in the page
+    polls = [(status, url) for status, url in seen if "/api/" in url]
+    assert polls and all(status == 200 for status, _ in polls), seen
     page.artifact("running-card")
 
     page.click("button[data-action=stop]")
@@ -100,4 +107,5 @@ def test_the_running_card_counts_down_and_relaunch_after_stop_starts_the_same_ch
     assert "pytorch-gpu.sif" in slurm_probe.batch_script(new)
     page.wait_for_selector("[data-status=running]", timeout=30_000)
     page.artifact("relaunched-card")
+    assert not [url for _, url in seen if "oauth" in url], seen
     hub.stop_server("alice")
