@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration import slurm_probe
 from tests.integration.conftest import running_hub
+from tests.integration.hub import QUOTA_ADMIN
 from tests.integration.waiting import wait_until
 
 from .conftest import login
@@ -30,13 +31,12 @@ def hub(cluster):
                                                  "poll_seconds": 1}),
            "CARME__Authenticator__admin_users": json.dumps(["admin"])}
     with running_hub(extra_env=env, ports=(PUBLIC, PUBLIC + 81, PUBLIC + 1), job_prefix="carme-sessb-",
-                     harness_scopes=("custom:carme-quota:admin", "access:services!service=carme-quota")) as hub:
+                     harness_scopes=QUOTA_ADMIN) as hub:
         for user in ("alice", "bob"):
             hub.ensure_user(user)
         # their associations as this hub's policy has them before any job: a QOS that another module's hub left
         # and this hub's first sync takes away strands a pending job as InvalidQOS
-        sync = f"{hub.url}/services/carme-quota/api/sync"
-        assert wait_until(lambda: hub.session.post(sync, params={"overwrite_drift": 1}).ok, 60)
+        hub.sync_quota()
         yield hub
 
 

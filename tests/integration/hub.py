@@ -20,6 +20,8 @@ import requests
 
 from .listeners import free_ports
 
+QUOTA_ADMIN = ("custom:carme-quota:admin", "access:services!service=carme-quota")  # harness_scopes for sync_quota
+
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path("/opt/carme/venv")
 STANDINS = Path("/opt/carme/standins")
@@ -240,6 +242,19 @@ class Hub:
         r = self.session.get(f"{self.api}/users/{name}")
         if r.status_code == 404:
             self.session.post(f"{self.api}/users/{name}").raise_for_status()
+
+    def sync_quota(self, timeout: float = 60) -> None:
+        """This hub's quota policy into SLURM now, over what another module's hub left there: the dev
+        cluster is shared, and a hub's first sync knows only the users it had at start (a MaxWall or QOS
+        left for a user created later refuses or strands that user's job). carme-quota's POST api/sync
+        with overwrite_drift, on the tests' token: run the hub with QUOTA_ADMIN among its harness_scopes."""
+        url, deadline = f"{self.url}/services/carme-quota/api/sync", time.monotonic() + timeout
+        while True:
+            r = self.session.post(url, params={"overwrite_drift": 1}, timeout=timeout)
+            if r.ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.ok, f"carme-quota's sync: HTTP {r.status_code} {r.text[:300]}"
 
     def user_token(self, name: str) -> str:
         r = self.session.post(f"{self.api}/users/{name}/tokens", json={"note": "carme test"})

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from .conftest import running_hub
+from .hub import QUOTA_ADMIN
 from .kernel import run_code
 from .test_catalog import login
 from .waiting import wait_until
@@ -42,7 +43,7 @@ def culler_hub(cluster, public: int, **settings):
            "CARME__Authenticator__admin_users": json.dumps(["admin"])}
     return running_hub(extra_env=env, ports=(public, public + 81, public + 1), job_prefix=f"carme-cull{public % 100}-",
                        harness_scopes=("custom:carme-culler:admin", "custom:carme-culler:read",
-                                       "access:services!service=carme-culler"))
+                                       "access:services!service=carme-culler", *QUOTA_ADMIN))
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,9 @@ def in_squeue(job_id: str) -> bool:
 
 
 def start_gpu_servers(hub, users: list[str]) -> dict[str, dict]:
+    for user in users:
+        hub.ensure_user(user)
+    hub.sync_quota()  # e.g. a MaxWall of 10 min another module's hub left for bob would refuse his 30-min server
     for user in users:
         r = hub.start_server(user, GPU)
         assert r.status_code in (201, 202), r.text
