@@ -92,7 +92,10 @@ def test_the_estimate_says_starts_now_or_when_and_a_waiting_spawn_says_why(hub):
         assert 15 * 60 <= waiting["wait_seconds"] <= 21 * 60, waiting  # when the 20-minute blockers end
         assert estimate(gpus=1, gpu_type="1g.10gb")["message"] == "starts now"  # the slices are free
         hub.start_server("bob", {"gpus": 1, "gpu_type": "a100", "image": "pytorch-gpu"})
-        events = hub.progress_events("bob", until=lambda e: "expects it to start at" in e.get("message", ""), timeout=60)
+        # SLURM may give the job its expected start before its reason: Reason=None ("the scheduler's next
+        # pass") until the pass that finds the GPUs taken says Resources
+        events = hub.progress_events("bob", until=lambda e: "expects it to start at" in e.get("message", "")
+                                     and "waiting for GPUs/CPUs/memory" in e.get("message", ""), timeout=60)
         queued = [e["message"] for e in events if "is queued in partition" in e.get("message", "")]
         assert queued and "waiting for GPUs/CPUs/memory to become free" in queued[-1], events
         assert "SLURM expects it to start at" in queued[-1], queued
