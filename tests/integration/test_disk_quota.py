@@ -51,7 +51,7 @@ def hub(cluster):
             hub.ensure_user(user)
         hub.quota = f"{hub.url}/services/carme-quota/api"
         hub.alice_uid = alice
-        assert wait_until(lambda: hub.session.post(f"{hub.quota}/sync", params={"overwrite_drift": 1}).ok, 60)
+        hub.sync_quota()
         yield hub
         hub.session.delete(f"{hub.quota}/users/alice/override")
         hub.session.post(f"{hub.quota}/sync", params={"overwrite_drift": 1})  # the example's policy in SLURM again

@@ -33,7 +33,7 @@ def hub(cluster):
             hub.ensure_user(user)
         hub.quota = f"{hub.url}/services/carme-quota/api"
         # this hub's store is new, the cluster is shared: its policy goes into SLURM over what others wrote
-        assert wait_until(lambda: hub.session.post(f"{hub.quota}/sync", params={"overwrite_drift": 1}).ok, 60)
+        hub.sync_quota()
         yield hub
         for user in ("alice", "dave"):
             hub.session.delete(f"{hub.quota}/users/{user}/override")
