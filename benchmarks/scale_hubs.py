@@ -10,7 +10,7 @@ Hubs (one at a time: `sdiag` counts the whole controller):
                     baseline_jupyterhub_config.py), the same stand-in behind batchspawner-singleuser
   ScaleFloorHub     JupyterHub alone (scale_floor_config.py): the baseline's hub with a spawner that only
                     waits (spawn_storm.py's floor of the hub's API latency; no SLURM job)
-Both have squeue_load.py's counting squeue wrapper first on their PATH.
+All three have squeue_load.py's counting squeue wrapper first on their PATH.
 """
 
 from __future__ import annotations

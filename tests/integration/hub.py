@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from .listeners import free_ports
+from .waiting import wait_until
 
 QUOTA_ADMIN = ("custom:carme-quota:admin", "access:services!service=carme-quota")  # harness_scopes for sync_quota
 
@@ -248,12 +249,9 @@ class Hub:
         cluster is shared, and a hub's first sync knows only the users it had at start (a MaxWall or QOS
         left for a user created later refuses or strands that user's job). carme-quota's POST api/sync
         with overwrite_drift, on the tests' token: run the hub with QUOTA_ADMIN among its harness_scopes."""
-        url, deadline = f"{self.url}/services/carme-quota/api/sync", time.monotonic() + timeout
-        while True:
-            r = self.session.post(url, params={"overwrite_drift": 1}, timeout=timeout)
-            if r.ok or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        url = f"{self.url}/services/carme-quota/api/sync"
+        r = wait_until(lambda: self.session.post(url, params={"overwrite_drift": 1}, timeout=timeout), timeout,
+                       interval=0.5)  # a Response is truthy when ok
         assert r.ok, f"carme-quota's sync: HTTP {r.status_code} {r.text[:300]}"
 
     def user_token(self, name: str) -> str:
